@@ -1,0 +1,54 @@
+"""vlmspec: lossless speculative decoding for LLaVA-style vision-language models.
+
+    import vlmspec
+    result = vlmspec.generate("photo.png", "Describe the image in detail.")
+    print(result.text, result.metrics.tau)
+"""
+
+from .api import Pipeline, Result, TextStream, generate, load
+from .core.drafter import Draft, DraftContext, Drafter, StepFeedback
+from .core.metrics import Metrics
+from .core.sampling import SamplingParams
+from .core.schedule import ScheduleConfig
+from .drafters import ModelDrafter, NoDrafter, PromptLookupDrafter, build_drafter, register_drafter
+from .errors import (
+    DrafterMismatchError,
+    ImageError,
+    InputError,
+    ModelLoadError,
+    NumericalError,
+    PromptError,
+    VlmspecError,
+)
+from .target import Target, TargetConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Draft",
+    "DraftContext",
+    "Drafter",
+    "DrafterMismatchError",
+    "ImageError",
+    "InputError",
+    "Metrics",
+    "ModelDrafter",
+    "ModelLoadError",
+    "NoDrafter",
+    "NumericalError",
+    "Pipeline",
+    "PromptError",
+    "PromptLookupDrafter",
+    "Result",
+    "SamplingParams",
+    "ScheduleConfig",
+    "StepFeedback",
+    "Target",
+    "TargetConfig",
+    "TextStream",
+    "VlmspecError",
+    "build_drafter",
+    "generate",
+    "load",
+    "register_drafter",
+]

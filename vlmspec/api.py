@@ -1,0 +1,216 @@
+"""The public entry points: `vlmspec.load(...)` -> Pipeline, and one-shot `vlmspec.generate(...)`.
+
+Inputs are validated here so users get one clear error instead of a stack trace from
+inside torch: images (missing, corrupt, 0-pixel), prompt (empty, past the context),
+`max_new_tokens`, sampling parameters, drafter/target mismatch.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+
+from .core.loop import speculative_decode
+from .core.metrics import Metrics, MetricsRecorder
+from .core.sampling import SamplingParams
+from .core.schedule import ScheduleConfig
+from .core.stopping import StopCriteria, StopTracker
+from .core.drafter import Drafter
+from .drafters.registry import build_drafter
+from .errors import InputError, PromptError
+from .images import ImageLike, load_image
+from .target import Target, TargetConfig
+
+
+@dataclass
+class Result:
+    text: str
+    token_ids: list[int]  # new tokens only; EOS included when it was generated (as transformers does)
+    metrics: Metrics
+    finish_reason: str  # "eos" | "stop_string" | "length"
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "token_ids": self.token_ids,
+            "finish_reason": self.finish_reason,
+            "metrics": self.metrics.to_dict(),
+        }
+
+
+@dataclass
+class TextStream:
+    """Iterate to receive text pieces as tokens are accepted; `.result` is set when it ends."""
+
+    _pieces: Iterator[str]
+    result: Result | None = field(default=None)
+
+    def __iter__(self) -> Iterator[str]:
+        return self._pieces
+
+
+class Pipeline:
+    """A loaded target + drafter, reused across calls."""
+
+    def __init__(self, target: Target, drafter: Drafter, schedule: ScheduleConfig = ScheduleConfig()) -> None:
+        self.target = target
+        self.drafter = drafter
+        self.schedule = schedule
+
+    def prepare(self, image: "ImageLike | Sequence[ImageLike] | None", prompt: str) -> dict:
+        """Processor outputs for `target.model.generate(**inputs)`; the prompt goes through the chat template."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise PromptError("The prompt is empty; pass the question or instruction as prompt='...'.")
+        if image is None:
+            images = []
+        elif isinstance(image, (list, tuple)):
+            images = [load_image(item) for item in image]
+        else:
+            images = [load_image(image)]
+        return self.target.prepare(images, prompt)
+
+    def generate(
+        self,
+        image: "ImageLike | Sequence[ImageLike] | None" = None,
+        prompt: str | None = None,
+        *,
+        inputs: dict | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+        stream: bool = False,
+    ) -> "Result | TextStream":
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens <= 0:
+            raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
+        sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+        model_inputs = self._model_inputs(image, prompt, inputs)
+        self.target.check_context(model_inputs["input_ids"].shape[1], max_new_tokens)
+        generator = None
+        if not sampling.greedy:
+            generator = torch.Generator(device=self.target.device)
+            generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+        tokenizer = self.target.tokenizer
+        criteria = StopCriteria(
+            max_new_tokens=max_new_tokens,
+            eos_token_ids=frozenset(self.target.eos_token_ids),
+            stop_strings=tuple(stop),
+            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+        )
+        tracker = StopTracker(criteria)
+        recorder = MetricsRecorder()
+        steps = speculative_decode(
+            self.target, self.drafter, model_inputs, sampling, self.schedule.build(), tracker, recorder, generator
+        )
+        if not stream:
+            for _ in steps:
+                pass
+            return self._result(tracker, recorder)
+        text_stream = TextStream(iter(()))
+        text_stream._pieces = self._stream_text(steps, tracker, recorder, text_stream)
+        return text_stream
+
+    def _model_inputs(self, image, prompt, inputs: dict | None) -> dict:
+        if inputs is not None:
+            if image is not None or prompt is not None:
+                raise InputError("Pass either image/prompt or inputs=processor_outputs, not both.")
+            if "input_ids" not in inputs:
+                raise InputError("inputs must be the processor's output: a dict with input_ids (and pixel_values).")
+            if inputs["input_ids"].shape[0] != 1:
+                raise InputError(
+                    f"inputs hold a batch of {inputs['input_ids'].shape[0]}; pass one sequence per call."
+                )
+            device = self.target.device
+            return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+        if prompt is None:
+            raise PromptError("No prompt given; pass prompt='...' (and an image) or inputs=processor_outputs.")
+        return self.prepare(image, prompt)
+
+    def _result(self, tracker: StopTracker, recorder: MetricsRecorder) -> Result:
+        metrics = recorder.finish(len(tracker.generated))
+        text = self.target.tokenizer.decode(tracker.generated, skip_special_tokens=True)
+        return Result(text, list(tracker.generated), metrics, tracker.finish_reason or "length")
+
+    def _stream_text(self, steps, tracker: StopTracker, recorder, text_stream: TextStream) -> Iterator[str]:
+        printed = 0
+        for _ in steps:
+            text = self.target.tokenizer.decode(tracker.generated, skip_special_tokens=True)
+            if text.endswith("\ufffd"):
+                continue  # an incomplete multi-byte character: wait for the next tokens
+            if len(text) > printed:
+                yield text[printed:]
+                printed = len(text)
+        text_stream.result = self._result(tracker, recorder)
+        final = text_stream.result.text
+        if len(final) > printed:
+            yield final[printed:]
+
+
+def load(
+    target: "str | os.PathLike | Target | tuple | None" = None,
+    drafter: "str | Drafter | None" = "prompt-lookup",
+    *,
+    device: str | None = None,
+    dtype: "str | torch.dtype | None" = None,
+    draft_length: "int | str | ScheduleConfig" = 5,
+    trust_remote_code: bool = False,
+) -> Pipeline:
+    """Load a target (path, checkpoint name, `Target`, or `(model, processor)`; None = the default model)."""
+    config = TargetConfig(device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    loaded = _load_target(target, config)
+    return Pipeline(loaded, build_drafter(drafter, loaded), ScheduleConfig.parse(draft_length))
+
+
+def _load_target(target, config: TargetConfig) -> Target:
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, tuple) and len(target) == 2:
+        model, processor = target
+        return Target(model, processor)
+    if target is None or (not os.path.isdir(target) and str(target) == _default_model_name()):
+        from .models.default import default_model_dir
+
+        target = default_model_dir()
+    return Target.load(target, config)
+
+
+def _default_model_name() -> str:
+    from .models.default import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_pipeline(target, drafter, device, dtype, draft_length, trust_remote_code) -> Pipeline:
+    return load(
+        target, drafter, device=device, dtype=dtype, draft_length=draft_length, trust_remote_code=trust_remote_code
+    )
+
+
+def generate(
+    image: "ImageLike | Sequence[ImageLike] | None" = None,
+    prompt: str | None = None,
+    *,
+    target: "str | os.PathLike | Target | tuple | None" = None,
+    drafter: "str | Drafter | None" = "prompt-lookup",
+    inputs: dict | None = None,
+    device: str | None = None,
+    dtype: "str | torch.dtype | None" = None,
+    draft_length: "int | str" = 5,
+    trust_remote_code: bool = False,
+    **generate_kwargs,
+) -> "Result | TextStream":
+    """One call: load (cached for string specs) and generate. See `Pipeline.generate` for the options."""
+    if isinstance(target, (str, os.PathLike, type(None))) and isinstance(drafter, (str, type(None))):
+        key = None if target is None else os.fspath(target)
+        pipe = _cached_pipeline(key, drafter, device, dtype, draft_length, trust_remote_code)
+    else:
+        pipe = load(target, drafter, device=device, dtype=dtype, draft_length=draft_length,
+                    trust_remote_code=trust_remote_code)
+    return pipe.generate(image, prompt, inputs=inputs, **generate_kwargs)

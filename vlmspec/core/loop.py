@@ -1,0 +1,78 @@
+"""The speculative loop: draft -> verify -> accept -> update caches. Lossless by construction.
+
+The target cache always holds every committed token except the last one (`pending`);
+each step feeds [pending, d_1 .. d_n] in one forward, so row i of the logits scores
+d_{i+1} and the last row gives the bonus token when the whole draft is accepted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import torch
+
+from .cache import cache_length
+from .drafter import DraftContext, Drafter, StepFeedback
+from .metrics import MetricsRecorder
+from .sampling import SamplingParams, warp_probs
+from .schedule import DraftSchedule
+from .stopping import StopTracker
+from .verify import sample_token, verify_greedy, verify_sampling
+
+
+def choose_token(logits: torch.Tensor, sampling: SamplingParams, generator: torch.Generator | None) -> int:
+    """logits: [vocab] -> the next token under `sampling`."""
+    if sampling.greedy:
+        return int(logits.argmax())
+    return sample_token(warp_probs(logits, sampling), generator)
+
+
+def speculative_decode(
+    target,
+    drafter: Drafter,
+    model_inputs: dict,
+    sampling: SamplingParams,
+    schedule: DraftSchedule,
+    stop: StopTracker,
+    recorder: MetricsRecorder,
+    generator: torch.Generator | None = None,
+) -> Iterator[list[int]]:
+    """Yield the new tokens accepted at each step until `stop` says done."""
+    started = time.perf_counter()
+    state, first_logits = target.prefill(model_inputs, need_hidden=drafter.needs_target_hidden)
+    first = choose_token(first_logits[0], sampling, generator)
+    recorder.prefill_done(time.perf_counter() - started)
+    committed = torch.cat([state.prompt_ids[0], first_logits.new_tensor([first], dtype=torch.long)])  # [seq]
+    yield stop.add([first])
+
+    drafter.begin(DraftContext(target, state, sampling, generator))
+    try:
+        while not stop.done:
+            t0 = time.perf_counter()
+            k = max(0, min(schedule.next_length(), stop.remaining - 1))  # never draft past the budget
+            draft = drafter.propose(committed, k)  # draft.tokens [n], n <= k
+            t1 = time.perf_counter()
+
+            cached = cache_length(state.cache)  # == len(committed) - 1
+            candidates = torch.cat([committed[-1:], draft.tokens])[None]  # [1, n + 1]
+            scored = target.forward(state, candidates, need_hidden=drafter.needs_target_hidden)
+            target_logits = scored.logits[0]  # [n + 1, vocab]
+            if sampling.greedy:
+                accepted = verify_greedy(draft.tokens, target_logits)
+            else:
+                target_probs = warp_probs(target_logits, sampling)  # [n + 1, vocab]
+                accepted = verify_sampling(draft.tokens, draft.probs, target_probs, generator)
+            target.rollback(state, cached + 1 + accepted.num_accepted)
+            t2 = time.perf_counter()
+
+            new_tokens = draft.tokens[: accepted.num_accepted].tolist() + [accepted.next_token]
+            kept = stop.add(new_tokens)
+            committed = torch.cat([committed, committed.new_tensor(kept)])
+            hidden = None if scored.hidden is None else scored.hidden[:, : accepted.num_accepted + 1]
+            drafter.update(StepFeedback(accepted.num_accepted, committed, hidden))
+            schedule.observe(len(draft.tokens), accepted.num_accepted, t1 - t0, t2 - t1)
+            recorder.step(len(draft.tokens), accepted.num_accepted, t1 - t0, t2 - t1)
+            yield kept
+    finally:
+        drafter.end()

@@ -1,0 +1,152 @@
+"""A smaller causal LM or VLM sharing the target's tokenizer, drafting token by token.
+
+When the drafter is itself a VLM it receives the image: its first forward takes the
+target's processed inputs (pixel values, image sizes), so it must share the target's
+image processing (same image token and token count per image; a copy of the target or a
+smaller model of the same family). A text-only drafter sees the prompt with the image
+tokens removed. The drafter keeps its own KV cache and re-feeds only what changed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..core.cache import truncate_cache
+from ..core.drafter import Draft, DraftContext, Drafter, StepFeedback
+from ..core.sampling import warp_probs
+from ..errors import DrafterMismatchError, ModelLoadError
+from ..target import image_token_id_of
+
+
+class ModelDrafter(Drafter):
+    def __init__(self, model, tokenizer) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.is_vlm = hasattr(model, "get_image_features")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | str = torch.float32,
+        trust_remote_code: bool = False,
+    ) -> "ModelDrafter":
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+
+        source = str(path)
+        try:
+            config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+            is_vlm = hasattr(config, "vision_config")
+            loader = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
+            model = loader.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as exc:
+            hint = "" if Path(source).exists() else " (the path does not exist)"
+            raise ModelLoadError(
+                f"Could not load the draft model {source!r}{hint}: {exc}. Pass a directory with a causal LM "
+                "or LLaVA-style checkpoint that uses the target's tokenizer."
+            ) from None
+        return cls(model.to(device), tokenizer)
+
+    # ------------------------------------------------------------------ checks
+    def check_compatible(self, target) -> None:
+        mine, theirs = self.tokenizer.get_vocab(), target.tokenizer.get_vocab()
+        if mine != theirs:
+            differing = len(set(mine.items()) ^ set(theirs.items()))
+            raise DrafterMismatchError(
+                f"The draft model's tokenizer differs from the target's ({len(mine)} vs {len(theirs)} tokens, "
+                f"{differing} entries differ): token ids would not mean the same thing. Use a draft model "
+                "trained with the target's tokenizer."
+            )
+        if self.is_vlm and image_token_id_of(self.model.config) != target.image_token_id:
+            raise DrafterMismatchError(
+                "The draft VLM uses another image token id than the target; a VLM drafter must share the "
+                "target's image processing. Use a text-only draft model or a VLM of the target's family."
+            )
+
+    # ---------------------------------------------------------------- drafting
+    def begin(self, context: DraftContext) -> None:
+        super().begin(context)
+        state = context.state
+        prompt = state.prompt_ids[0]  # [prompt_len]
+        if self.is_vlm:
+            self.own_prompt = prompt
+            self.image_inputs = {k: v for k, v in state.model_inputs.items() if k not in ("input_ids", "attention_mask")}
+        else:
+            self.own_prompt = prompt[prompt != context.target.image_token_id]
+            self.image_inputs = {}
+        self.target_prompt_len = prompt.shape[0]
+        self.vocab_size = context.target.vocab_size
+        self.cache = None
+        self.cached_ids = torch.empty(0, dtype=torch.long, device=prompt.device)  # [cached] ids in self.cache
+
+    @torch.inference_mode()
+    def propose(self, committed: torch.Tensor, k: int) -> Draft:
+        if k == 0:
+            return Draft.empty(committed.device)
+        sequence = torch.cat([self.own_prompt, committed[self.target_prompt_len :]])  # [seq] in drafter ids
+        self._sync_cache(sequence)
+        feed = sequence[self.cached_ids.shape[0] :]  # [m >= 1] not yet in the drafter cache
+        sampling, generator = self.context.sampling, self.context.generator
+        tokens, probs = [], []
+        for step in range(k):
+            logits = self._forward(feed)[-1]  # [vocab]
+            token_probs = warp_probs(self._fit_vocab(logits), sampling)  # [vocab]
+            token = int(token_probs.argmax()) if sampling.greedy else int(
+                torch.multinomial(token_probs, 1, generator=generator)
+            )
+            self.cached_ids = torch.cat([self.cached_ids, feed])
+            tokens.append(token)
+            probs.append(token_probs)
+            feed = committed.new_tensor([token])
+        return Draft(committed.new_tensor(tokens), None if sampling.greedy else torch.stack(probs))
+
+    def update(self, feedback: StepFeedback) -> None:
+        pass  # the cache is re-synchronised lazily in `propose`
+
+    def end(self) -> None:
+        self.cache = None
+
+    # ----------------------------------------------------------------- helpers
+    def _sync_cache(self, sequence: torch.Tensor) -> None:
+        """Keep the longest cached prefix of `sequence`, leaving at least one token to feed."""
+        cached = self.cached_ids
+        limit = min(cached.shape[0], sequence.shape[0] - 1)
+        same = (cached[:limit] == sequence[:limit]).long()
+        keep = int(same.cumprod(0).sum()) if limit else 0
+        if keep == 0:
+            self.cache = None  # start over, image inputs included
+        elif self.cache is not None and keep < cached.shape[0]:
+            truncate_cache(self.cache, keep)
+        self.cached_ids = cached[:keep]
+
+    def _forward(self, feed: torch.Tensor) -> torch.Tensor:
+        """Run `feed` [m] on top of the drafter cache; return logits [m, vocab]."""
+        from transformers import DynamicCache
+
+        first = self.cache is None
+        if first:
+            self.cache = DynamicCache(config=self.model.config.get_text_config())
+        kwargs = dict(self.image_inputs) if first else {}
+        try:
+            out = self.model(input_ids=feed[None], past_key_values=self.cache, use_cache=True, **kwargs)
+        except (ValueError, RuntimeError) as exc:
+            if first and self.image_inputs:
+                raise DrafterMismatchError(
+                    f"The draft VLM could not read the target's image inputs ({exc}); a VLM drafter must "
+                    "share the target's image processing (image token count and size)."
+                ) from None
+            raise
+        return out.logits[0]
+
+    def _fit_vocab(self, logits: torch.Tensor) -> torch.Tensor:
+        """Drafter logits [v_draft] -> [v_target]: extra ids dropped, missing ids impossible."""
+        if logits.shape[0] >= self.vocab_size:
+            return logits[: self.vocab_size]
+        pad = logits.new_full((self.vocab_size - logits.shape[0],), float("-inf"))
+        return torch.cat([logits, pad])

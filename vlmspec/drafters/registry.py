@@ -1,0 +1,61 @@
+"""Spec strings -> drafters: "none", "prompt-lookup[:N]", "model:PATH", and whatever registers later.
+
+A new drafter kind is one `register_drafter("kind", factory)` line; the loop never changes.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..core.drafter import Drafter
+from ..errors import InputError
+from .model import ModelDrafter
+from .prompt_lookup import NoDrafter, PromptLookupConfig, PromptLookupDrafter
+
+# factory(argument after the colon or None, target) -> Drafter
+DrafterFactory = Callable[[str | None, object], Drafter]
+_FACTORIES: dict[str, DrafterFactory] = {}
+
+
+def register_drafter(kind: str, factory: DrafterFactory) -> None:
+    _FACTORIES[kind] = factory
+
+
+def known_kinds() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def build_drafter(spec: "str | Drafter | None", target) -> Drafter:
+    """Turn a spec string (or a ready Drafter) into a drafter checked against `target`."""
+    if isinstance(spec, Drafter):
+        drafter = spec
+    else:
+        kind, _, argument = ("none" if spec is None else str(spec)).partition(":")
+        factory = _FACTORIES.get(kind.strip().lower())
+        if factory is None:
+            raise InputError(
+                f"Unknown drafter {spec!r}; use one of: {', '.join(known_kinds())} "
+                "(e.g. 'prompt-lookup' or 'model:/path/to/small-model'), or pass a Drafter instance."
+            )
+        drafter = factory(argument or None, target)
+    drafter.check_compatible(target)
+    return drafter
+
+
+def _prompt_lookup(argument: str | None, target) -> Drafter:
+    if argument is None:
+        return PromptLookupDrafter()
+    if not argument.isdigit():
+        raise InputError(f"'prompt-lookup:{argument}': the part after the colon is the longest n-gram, e.g. prompt-lookup:3.")
+    return PromptLookupDrafter(PromptLookupConfig(max_ngram=int(argument)))
+
+
+def _model(argument: str | None, target) -> Drafter:
+    if not argument:
+        raise InputError("'model:' needs a path, e.g. model:/path/to/small-model.")
+    return ModelDrafter.from_pretrained(argument, device=target.device, dtype=target.model.dtype)
+
+
+register_drafter("none", lambda argument, target: NoDrafter())
+register_drafter("prompt-lookup", _prompt_lookup)
+register_drafter("model", _model)

@@ -1,0 +1,29 @@
+"""One exception family for vlmspec. Every message names the problem and the fix."""
+
+
+class VlmspecError(Exception):
+    """Base class of every error vlmspec raises on purpose."""
+
+
+class InputError(VlmspecError, ValueError):
+    """A user-supplied argument (image, prompt, option) is unusable."""
+
+
+class ImageError(InputError):
+    """The image is missing, corrupt or has no pixels."""
+
+
+class PromptError(InputError):
+    """The prompt is empty or does not fit the model's context."""
+
+
+class ModelLoadError(VlmspecError):
+    """A target, drafter or default model could not be loaded or built."""
+
+
+class DrafterMismatchError(VlmspecError):
+    """A drafter does not belong to this target (tokenizer or fingerprint differs)."""
+
+
+class NumericalError(VlmspecError, FloatingPointError):
+    """A model produced NaN or infinite logits."""

@@ -1,0 +1,240 @@
+"""The target VLM: a stock transformers LLaVA-style model plus its processor.
+
+`Target` loads a checkpoint (local dir or name in the local HF cache) or wraps an
+already-loaded model, turns (images, prompt) into model inputs through the chat
+template, prefills once (each image is encoded once, its projected features kept),
+scores candidate tokens on top of the KV cache in one forward, and rolls the cache back
+to what was accepted. Hidden states are returned only when a drafter asks for them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, DynamicCache
+
+from .core.cache import cache_length, truncate_cache
+from .errors import ModelLoadError, NumericalError, PromptError
+
+# Architectures whose prefill / cache / image-token layout vlmspec is tested against.
+SUPPORTED_MODEL_TYPES = ("llava", "llava_next")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    device: str | None = None  # default: "cuda" when available, else "cpu"
+    dtype: str | torch.dtype | None = None  # default: float32 on CPU, the checkpoint's dtype on GPU
+    trust_remote_code: bool = False
+    local_files_only: bool | None = None  # default: True when HF_HUB_OFFLINE is set
+
+    def resolved_device(self) -> torch.device:
+        if self.device is not None:
+            return torch.device(self.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def resolved_dtype(self) -> torch.dtype | str:
+        if isinstance(self.dtype, torch.dtype):
+            return self.dtype
+        if isinstance(self.dtype, str) and self.dtype != "auto":
+            try:
+                return getattr(torch, self.dtype)
+            except AttributeError:
+                raise ModelLoadError(f"Unknown dtype {self.dtype!r}; use float32, bfloat16 or float16.") from None
+        if self.dtype == "auto" or self.resolved_device().type != "cpu":
+            return "auto"
+        return torch.float32
+
+
+@dataclass
+class TargetState:
+    """Everything one generation keeps about the target between forwards."""
+
+    cache: Any  # transformers Cache holding every committed token except the last one
+    prompt_ids: torch.Tensor  # [1, prompt_len]
+    model_inputs: dict  # the processor outputs the prefill used (pixel_values, image_sizes, ...)
+    image_features: torch.Tensor | None  # [n_image_tokens, hidden] projected image features
+    image_spans: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of each image's tokens
+    prompt_hidden: torch.Tensor | None = None  # [1, prompt_len, hidden] last-layer states, when asked
+
+
+@dataclass
+class TargetOutput:
+    logits: torch.Tensor  # [1, n, vocab]
+    hidden: torch.Tensor | None  # [1, n, hidden] last-layer states, when asked
+
+
+class Target:
+    """A LLaVA-style image-text-to-text model with the operations speculative decoding needs."""
+
+    def __init__(self, model, processor) -> None:
+        model_type = getattr(model.config, "model_type", None)
+        if model_type not in SUPPORTED_MODEL_TYPES or not hasattr(model, "get_image_features"):
+            raise ModelLoadError(
+                f"{type(model).__name__} (model_type={model_type!r}) is not a LLaVA-style image-text-to-text "
+                f"model; vlmspec supports {', '.join(SUPPORTED_MODEL_TYPES)}."
+            )
+        if getattr(processor, "tokenizer", None) is None:
+            raise ModelLoadError("The processor has no tokenizer; pass the checkpoint's AutoProcessor.")
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.image_token_id = image_token_id_of(model.config)
+        if self.image_token_id is None:
+            raise ModelLoadError("The model config has no image_token_id / image_token_index; it is not LLaVA-style.")
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        text_config = model.config.get_text_config()
+        self.max_context = int(getattr(text_config, "max_position_embeddings", 0) or 0) or None
+        self.eos_token_ids = _eos_ids(model, self.tokenizer)
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike, config: TargetConfig = TargetConfig()) -> "Target":
+        source = str(name_or_path)
+        local_only = config.local_files_only
+        if local_only is None:
+            local_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        kwargs = dict(trust_remote_code=config.trust_remote_code, local_files_only=local_only)
+        is_dir = Path(source).is_dir()
+        if not is_dir and (Path(source).exists() or source.startswith((".", "/", "~"))):
+            raise ModelLoadError(f"Target path {source} is not a directory; pass a checkpoint directory or name.")
+        try:
+            hf_config = AutoConfig.from_pretrained(source, **kwargs)
+        except (OSError, ValueError) as exc:
+            where = "directory" if is_dir else "checkpoint name (looked up in the local Hugging Face cache)"
+            raise ModelLoadError(
+                f"Could not load a model config from {where} {source!r}: {exc}. Pass a local directory holding "
+                "a LLaVA-style checkpoint (config.json, weights, processor files), or download the checkpoint "
+                "into the Hugging Face cache first."
+            ) from None
+        if hf_config.model_type not in SUPPORTED_MODEL_TYPES:
+            raise ModelLoadError(
+                f"{source!r} is a {hf_config.model_type!r} checkpoint, not a LLaVA-style image-text-to-text "
+                f"model; vlmspec supports {', '.join(SUPPORTED_MODEL_TYPES)}."
+            )
+        device = config.resolved_device()
+        try:
+            processor = AutoProcessor.from_pretrained(source, **kwargs)
+            model = AutoModelForImageTextToText.from_pretrained(source, dtype=config.resolved_dtype(), **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"Could not load the LLaVA checkpoint {source!r}: {exc}") from None
+        return cls(model.to(device), processor)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ------------------------------------------------------------------ inputs
+    def format_prompt(self, prompt: str, num_images: int) -> str:
+        """The prompt as the model was trained to see it: through the chat template when there is one."""
+        template = getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+        image_token = getattr(self.processor, "image_token", "<image>")
+        if template:
+            content = [{"type": "image"} for _ in range(num_images)] + [{"type": "text", "text": prompt}]
+            return self.processor.apply_chat_template(
+                [{"role": "user", "content": content}], add_generation_prompt=True
+            )
+        return f"{image_token}\n" * num_images + prompt
+
+    def prepare(self, images: list, prompt: str) -> dict:
+        """Processor outputs for `model.generate(**inputs)`: input_ids, attention_mask, pixel_values, ..."""
+        text = self.format_prompt(prompt, len(images))
+        inputs = self.processor(images=images or None, text=text, return_tensors="pt")
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+
+    def check_context(self, prompt_len: int, max_new_tokens: int) -> None:
+        if self.max_context and prompt_len + max_new_tokens > self.max_context:
+            raise PromptError(
+                f"The prompt is {prompt_len} tokens (image tokens included) and max_new_tokens is "
+                f"{max_new_tokens}: {prompt_len + max_new_tokens} tokens exceed the model's context of "
+                f"{self.max_context}. Shorten the prompt or lower max_new_tokens to at most "
+                f"{max(self.max_context - prompt_len, 0)}."
+            )
+
+    # ----------------------------------------------------------------- forwards
+    @torch.inference_mode()
+    def prefill(self, model_inputs: dict, need_hidden: bool = False) -> tuple[TargetState, torch.Tensor]:
+        """Run the prompt once. Returns the state and the logits for the first new token [1, vocab]."""
+        input_ids = model_inputs["input_ids"]  # [1, prompt_len]
+        cache = DynamicCache(config=self.model.config.get_text_config())
+        out = self.model(
+            **model_inputs,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            output_hidden_states=need_hidden,
+        )
+        image_features = getattr(out, "image_hidden_states", None)
+        state = TargetState(
+            cache=out.past_key_values,
+            prompt_ids=input_ids,
+            model_inputs=model_inputs,
+            image_features=image_features,
+            image_spans=_token_runs(input_ids[0], self.image_token_id),
+            prompt_hidden=out.hidden_states[-1] if need_hidden else None,
+        )
+        logits = out.logits[:, -1]  # [1, vocab]
+        _check_finite(logits)
+        return state, logits
+
+    @torch.inference_mode()
+    def forward(self, state: TargetState, tokens: torch.Tensor, need_hidden: bool = False) -> TargetOutput:
+        """Score `tokens` [1, n] after everything in the cache; the cache grows by n."""
+        total = cache_length(state.cache) + tokens.shape[1]
+        attention_mask = torch.ones((1, total), dtype=torch.long, device=tokens.device)
+        out = self.model(
+            input_ids=tokens,
+            attention_mask=attention_mask,
+            past_key_values=state.cache,
+            use_cache=True,
+            output_hidden_states=need_hidden,
+        )
+        _check_finite(out.logits)
+        return TargetOutput(out.logits, out.hidden_states[-1] if need_hidden else None)
+
+    def rollback(self, state: TargetState, length: int) -> None:
+        """Keep only the first `length` positions of the cache."""
+        truncate_cache(state.cache, length)
+
+
+def image_token_id_of(config) -> int | None:
+    """The id of the image placeholder token in a LLaVA-style config, or None."""
+    for name in ("image_token_id", "image_token_index"):
+        value = getattr(config, name, None)
+        if value is not None:
+            return int(value)
+    return None
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        return []
+    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+
+def _token_runs(ids: torch.Tensor, token_id: int) -> list[tuple[int, int]]:
+    """[start, end) of each maximal run of `token_id` in ids [seq]."""
+    runs, start = [], None
+    for pos, is_image in enumerate((ids == token_id).tolist()):
+        if is_image and start is None:
+            start = pos
+        elif not is_image and start is not None:
+            runs.append((start, pos))
+            start = None
+    if start is not None:
+        runs.append((start, len(ids)))
+    return runs
+
+
+def _check_finite(logits: torch.Tensor) -> None:
+    if not torch.isfinite(logits).all():
+        raise NumericalError(
+            "The target produced NaN or infinite logits. The weights or dtype are broken for this device: "
+            "load the target in float32 (dtype='float32') or check the checkpoint's weights."
+        )
