@@ -21,6 +21,7 @@ from .errors import (
     VlmspecError,
 )
 from .target import Target, TargetConfig
+from .verdict import verdict
 
 __version__ = "0.1.0"
 
@@ -51,4 +52,5 @@ __all__ = [
     "generate",
     "load",
     "register_drafter",
+    "verdict",
 ]

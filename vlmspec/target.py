@@ -56,8 +56,8 @@ class TargetState:
     cache: Any  # transformers Cache holding every committed token except the last one
     prompt_ids: torch.Tensor  # [1, prompt_len]
     model_inputs: dict  # the processor outputs the prefill used (pixel_values, image_sizes, ...)
-    image_features: torch.Tensor | None  # [n_image_tokens, hidden] projected image features
-    image_spans: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of each image's tokens
+    image_features: list[torch.Tensor]  # per image: [n_image_tokens_i, hidden] projected features
+    image_spans: list[tuple[int, int]] = field(default_factory=list)  # per image: [start, end) of its tokens
     prompt_hidden: torch.Tensor | None = None  # [1, prompt_len, hidden] last-layer states, when asked
 
 
@@ -159,21 +159,28 @@ class Target:
     def prefill(self, model_inputs: dict, need_hidden: bool = False) -> tuple[TargetState, torch.Tensor]:
         """Run the prompt once. Returns the state and the logits for the first new token [1, vocab]."""
         input_ids = model_inputs["input_ids"]  # [1, prompt_len]
+        forward_inputs = {"input_ids": input_ids, "attention_mask": model_inputs.get("attention_mask")}
+        image_features: list[torch.Tensor] = []
+        encoder_inputs = {k: v for k, v in model_inputs.items() if k not in forward_inputs}
+        if encoder_inputs.get("pixel_values") is not None:
+            # Encode every image exactly once and keep the projected features per image.
+            encoded = self.model.get_image_features(**encoder_inputs, return_dict=True)
+            image_features = list(encoded.pooler_output)  # per image: [n_image_tokens_i, hidden]
+            forward_inputs["mm_encoder_outputs"] = {"image": encoded}
         cache = DynamicCache(config=self.model.config.get_text_config())
         out = self.model(
-            **model_inputs,
+            **forward_inputs,
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
             output_hidden_states=need_hidden,
         )
-        image_features = getattr(out, "image_hidden_states", None)
         state = TargetState(
             cache=out.past_key_values,
             prompt_ids=input_ids,
             model_inputs=model_inputs,
             image_features=image_features,
-            image_spans=_token_runs(input_ids[0], self.image_token_id),
+            image_spans=image_spans(input_ids[0], self.image_token_id, [f.shape[0] for f in image_features]),
             prompt_hidden=out.hidden_states[-1] if need_hidden else None,
         )
         logits = out.logits[:, -1]  # [1, vocab]
@@ -218,18 +225,20 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
 
 
-def _token_runs(ids: torch.Tensor, token_id: int) -> list[tuple[int, int]]:
-    """[start, end) of each maximal run of `token_id` in ids [seq]."""
-    runs, start = [], None
-    for pos, is_image in enumerate((ids == token_id).tolist()):
-        if is_image and start is None:
-            start = pos
-        elif not is_image and start is not None:
-            runs.append((start, pos))
-            start = None
-    if start is not None:
-        runs.append((start, len(ids)))
-    return runs
+def image_spans(ids: torch.Tensor, image_token_id: int, tokens_per_image: list[int]) -> list[tuple[int, int]]:
+    """[start, end) of each image's placeholder tokens in ids [seq], images in order, adjacent ones too."""
+    positions = (ids == image_token_id).nonzero().flatten().tolist()
+    if len(positions) != sum(tokens_per_image):
+        raise PromptError(
+            f"The prompt holds {len(positions)} image tokens but the images need {sum(tokens_per_image)}; "
+            "let the processor insert the image tokens (one image placeholder per image)."
+        )
+    spans, offset = [], 0
+    for count in tokens_per_image:
+        if count:
+            spans.append((positions[offset], positions[offset + count - 1] + 1))
+        offset += count
+    return spans
 
 
 def _check_finite(logits: torch.Tensor) -> None:

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny random LLaVA / LLaVA-NeXT checkpoints saved with save_pretrained.
+
+They are built once per test session into a temp dir and loaded back through the same
+code path a user's checkpoint takes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from vlmspec.testing import TinyLlavaConfig, save_tiny_llava  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_path(tmp_path_factory):
+    return save_tiny_llava(tmp_path_factory.mktemp("tiny_llava"), TinyLlavaConfig(kind="llava"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_next_path(tmp_path_factory):
+    return save_tiny_llava(tmp_path_factory.mktemp("tiny_llava_next"), TinyLlavaConfig(kind="llava_next"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_tiny_llava_path(tmp_path_factory):
+    """Same tokenizer and architecture as tiny_llava_path, different random weights."""
+    return save_tiny_llava(tmp_path_factory.mktemp("tiny_llava_other"), TinyLlavaConfig(kind="llava"), seed=1)
+
+
+def random_image(seed: int, width: int | None = None, height: int | None = None) -> Image.Image:
+    rng = np.random.RandomState(seed)
+    width = width or int(rng.randint(8, 90))
+    height = height or int(rng.randint(8, 90))
+    return Image.fromarray(rng.randint(0, 256, (height, width, 3), dtype=np.uint8))

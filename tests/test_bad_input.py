@@ -1,0 +1,215 @@
+"""Every bad input gets one clear vlmspec error that names the problem and the fix."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vlmspec
+from vlmspec import (
+    DrafterMismatchError,
+    ImageError,
+    InputError,
+    ModelLoadError,
+    NumericalError,
+    Pipeline,
+    PromptError,
+    PromptLookupDrafter,
+    Target,
+)
+from vlmspec.images import load_image
+from vlmspec.testing import TinyLlavaConfig, build_tiny_llava
+
+from conftest import random_image
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_llava_path):
+    return vlmspec.load(tiny_llava_path, "prompt-lookup")
+
+
+# ------------------------------------------------------------------ images
+def test_missing_image_file(pipe, tmp_path):
+    with pytest.raises(ImageError, match="not found"):
+        pipe.generate(tmp_path / "nope.png", "Describe this.")
+
+
+def test_corrupt_image_bytes(pipe, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    with pytest.raises(ImageError, match="corrupt or not an image"):
+        pipe.generate(bad, "Describe this.")
+    with pytest.raises(ImageError, match="corrupt or not an image"):
+        pipe.generate(b"definitely not an image", "Describe this.")
+
+
+def test_empty_file_and_directory(pipe, tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match="empty"):
+        pipe.generate(empty, "Describe this.")
+    with pytest.raises(ImageError, match="directory"):
+        pipe.generate(tmp_path, "Describe this.")
+
+
+def test_zero_pixel_images(pipe):
+    with pytest.raises(ImageError, match="no pixels|empty"):
+        pipe.generate(np.zeros((0, 10, 3), dtype=np.uint8), "Describe this.")
+    with pytest.raises(ImageError, match="no pixels"):
+        load_image(Image.new("RGB", (0, 0)))
+
+
+def test_unsupported_type_and_shape(pipe):
+    with pytest.raises(ImageError, match="Unsupported image type"):
+        pipe.generate(12345, "Describe this.")
+    with pytest.raises(ImageError, match="shape"):
+        pipe.generate(np.zeros((5, 6, 7), dtype=np.uint8), "Describe this.")
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "L", "P", "I;16", "I", "CMYK", "1"])
+def test_other_image_modes_are_converted(mode):
+    image = random_image(0, 20, 12).convert("RGBA" if mode in ("RGBA", "LA") else "RGB")
+    if mode == "I;16":
+        image = Image.fromarray((np.asarray(image.convert("L"), dtype=np.uint16) * 257))
+        assert image.mode.startswith("I;16")
+    elif mode == "I":
+        image = image.convert("L").convert("I")
+    else:
+        image = image.convert(mode)
+    rgb = load_image(image)
+    assert rgb.mode == "RGB" and rgb.size == (20, 12)
+
+
+def test_sixteen_bit_grey_keeps_its_range():
+    ramp = np.linspace(0, 65535, 16 * 4, dtype=np.uint16).reshape(4, 16)
+    rgb = np.asarray(load_image(Image.fromarray(ramp)))
+    assert rgb[0, 0, 0] == 0 and rgb[-1, -1, 0] == 255
+
+
+def test_transparency_is_composited_on_white():
+    clear = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert np.asarray(load_image(clear)).min() == 255
+
+
+def test_accepted_image_inputs_give_the_same_answer(pipe, tmp_path):
+    image = random_image(3, 30, 20)
+    path = tmp_path / "img.png"
+    image.save(path)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    answers = {
+        kind: pipe.generate(value, "Describe this.", max_new_tokens=8).token_ids
+        for kind, value in {
+            "pil": image,
+            "path": path,
+            "str": str(path),
+            "bytes": buffer.getvalue(),
+            "array": np.asarray(image),
+            "float": np.asarray(image) / 255.0,
+            "tensor": torch.from_numpy(np.asarray(image).copy()),
+        }.items()
+    }
+    assert len({tuple(v) for v in answers.values()}) == 1
+
+
+# ------------------------------------------------------------------ prompt and options
+@pytest.mark.parametrize("prompt", ["", "   ", "\n"])
+def test_empty_prompt(pipe, prompt):
+    with pytest.raises(PromptError, match="prompt is empty"):
+        pipe.generate(random_image(0), prompt)
+
+
+def test_missing_prompt(pipe):
+    with pytest.raises(PromptError, match="No prompt"):
+        pipe.generate(random_image(0))
+
+
+def test_prompt_past_the_context(pipe):
+    with pytest.raises(PromptError, match="exceed the model's context of 1024"):
+        pipe.generate(random_image(0), "a" * 1000, max_new_tokens=50)
+    with pytest.raises(PromptError, match="lower max_new_tokens"):
+        pipe.generate(random_image(0), "Describe this.", max_new_tokens=5000)
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, True])
+def test_max_new_tokens_must_be_positive(pipe, value):
+    with pytest.raises(InputError, match="max_new_tokens must be a positive integer"):
+        pipe.generate(random_image(0), "Describe this.", max_new_tokens=value)
+
+
+def test_sampling_parameters(pipe):
+    with pytest.raises(InputError, match="temperature must be >= 0"):
+        pipe.generate(random_image(0), "Describe this.", temperature=-0.5)
+    for top_p in (0.0, 1.5, -1):
+        with pytest.raises(InputError, match=r"top_p must be in \(0, 1\]"):
+            pipe.generate(random_image(0), "Describe this.", temperature=1.0, top_p=top_p)
+    with pytest.raises(InputError, match="top_k must be a positive integer"):
+        pipe.generate(random_image(0), "Describe this.", temperature=1.0, top_k=0)
+
+
+def test_inputs_and_prompt_together(pipe):
+    inputs = pipe.prepare(random_image(0), "Describe this.")
+    with pytest.raises(InputError, match="not both"):
+        pipe.generate(random_image(0), "Describe this.", inputs=inputs)
+    with pytest.raises(InputError, match="input_ids"):
+        pipe.generate(inputs={"pixel_values": inputs["pixel_values"]})
+
+
+# ------------------------------------------------------------------ models
+def test_drafter_with_another_tokenizer(tiny_llava_path, tmp_path):
+    model, processor = build_tiny_llava(TinyLlavaConfig())
+    processor.tokenizer.add_tokens(["<extra_token>"])
+    model.save_pretrained(tmp_path / "drafter")
+    processor.save_pretrained(tmp_path / "drafter")
+    with pytest.raises(DrafterMismatchError, match="tokenizer differs"):
+        vlmspec.load(tiny_llava_path, f"model:{tmp_path / 'drafter'}")
+
+
+def test_unknown_drafter_spec(tiny_llava_path):
+    with pytest.raises(InputError, match="Unknown drafter 'warp-drive'.*prompt-lookup"):
+        vlmspec.load(tiny_llava_path, "warp-drive")
+
+
+def test_missing_draft_model(tiny_llava_path, tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        vlmspec.load(tiny_llava_path, f"model:{tmp_path / 'missing'}")
+
+
+def test_target_that_is_not_llava(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2)).save_pretrained(tmp_path / "llama")
+    with pytest.raises(ModelLoadError, match="'llama' checkpoint, not a LLaVA-style"):
+        vlmspec.load(tmp_path / "llama")
+
+
+def test_target_path_problems(tmp_path):
+    with pytest.raises(ModelLoadError, match="Could not load a model config"):
+        vlmspec.load(tmp_path)  # an empty directory
+    with pytest.raises(ModelLoadError, match="not a directory"):
+        vlmspec.load(tmp_path / "missing-dir")
+    with pytest.raises(ModelLoadError, match="local Hugging Face cache"):
+        vlmspec.load("no-such-org/no-such-model")
+
+
+def test_nan_logits_are_reported(tiny_llava_path):
+    target = Target.load(tiny_llava_path)
+    with torch.no_grad():
+        target.model.lm_head.weight[0, 0] = float("nan")
+    pipe = Pipeline(target, PromptLookupDrafter())
+    with pytest.raises(NumericalError, match="NaN or infinite logits.*float32"):
+        pipe.generate(random_image(0), "Describe this.", max_new_tokens=4)
+
+
+def test_cli_reports_errors_in_one_line(tiny_llava_path, tmp_path, capsys):
+    from vlmspec.cli import main
+
+    status = main(["generate", "--target", str(tiny_llava_path), "--image", str(tmp_path / "x.png"), "--prompt", "hi"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("error: Image file not found") and "Traceback" not in err

@@ -1,0 +1,101 @@
+"""The `vlmspec` command line: `vlmspec generate | eval | verdict ...`.
+
+`generate` streams text to stdout as tokens are accepted and prints the metrics at the
+end (to stderr, so stdout stays the answer); `--json` prints one JSON object instead.
+Errors vlmspec raises on purpose are printed as one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import VlmspecError
+
+
+def _add_generate_parser(subparsers) -> None:
+    p = subparsers.add_parser("generate", help="generate an answer for one image and prompt (lossless speculative decoding)")
+    p.add_argument("--image", action="append", default=None, help="image path (repeat for several images)")
+    p.add_argument("--prompt", required=True, help="the question or instruction")
+    p.add_argument("--target", default=None, help="LLaVA-style checkpoint dir or name (default: the built-in demo model)")
+    p.add_argument("--drafter", default="prompt-lookup", help="'none', 'prompt-lookup', 'model:PATH', ...")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--draft-length", default="5", help="an integer, 'adaptive' or 'cost-aware'")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object (text, token ids, metrics)")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args) -> int:
+    from .api import load
+
+    pipe = load(
+        args.target,
+        args.drafter,
+        device=args.device,
+        dtype=args.dtype,
+        draft_length=args.draft_length,
+        trust_remote_code=args.trust_remote_code,
+    )
+    images = args.image or None
+    options = dict(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+        stop=args.stop,
+    )
+    if args.json:
+        result = pipe.generate(images, args.prompt, **options)
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    stream = pipe.generate(images, args.prompt, stream=True, **options)
+    for piece in stream:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    m = stream.result.metrics
+    print(
+        f"[{m.new_tokens} tokens, {m.target_forwards} target forwards, tau {m.tau:.2f}, "
+        f"{m.tokens_per_second:.1f} tok/s, first token {m.time_to_first_token * 1000:.0f} ms, "
+        f"finish: {stream.result.finish_reason}]",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlmspec", description="Lossless speculative decoding for LLaVA-style VLMs.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_generate_parser(subparsers)
+    for module_name, hook in (
+        ("vlmspec.evaluation.cli", "add_eval_parser"),
+        ("vlmspec.verdict", "add_verdict_parser"),
+    ):
+        module = __import__(module_name, fromlist=[hook])
+        getattr(module, hook)(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VlmspecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

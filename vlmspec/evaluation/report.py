@@ -1,0 +1,352 @@
+"""Turn the runner's per-sample records into the summary JSON, a Markdown table and PNG plots.
+
+``summarize(run)`` aggregates per method (only samples and methods of the current config
+count, so a resumed run with a smaller ``--limit`` reports just those):
+
+* speedup: baseline wall time / method wall time, per sample (mean over repeats; median and
+  mean reported) and as the ratio of totals over the samples both finished; with repeats,
+  the ratio of totals of each repeat gives the spread (mean, std, min, max);
+* tau = total new tokens / total target forwards (prefill counted, bonus included; HF methods
+  count forwards of the target module with a hook, so HF assisted generation gets a tau too);
+  acceptance by draft position = mean over samples of each sample's per-position rate;
+* time to first token, time per output token ((wall - TTFT) / (tokens - 1)), tokens/s
+  (total tokens / total wall), total wall time, peak memory (max over calls);
+* losslessness: share of samples whose (first-repeat) token ids equal the baseline's, only at
+  temperature 0 ("n/a" otherwise); accuracy: mean score of the benchmark's metric.
+
+``write_outputs(run)`` writes ``summary.json``, ``report.md`` and ``speedup.png``,
+``acceptance.png``, ``accuracy_vs_speed.png`` into the output folder. Every write is atomic
+(temporary file in the same folder, fsync, ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .runner import EvalRun
+
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.md"
+PLOT_FILES = {"speedup": "speedup.png", "acceptance": "acceptance.png",
+              "accuracy_vs_speed": "accuracy_vs_speed.png"}
+
+
+# --------------------------------------------------------------------- atomic writes
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old or the new file, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ------------------------------------------------------------------------ summaries
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _spread(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    return {"mean": _mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+def _ok(record: dict) -> bool:
+    return not record.get("error")
+
+
+def summarize_records(
+    records: list[dict],
+    methods: list[str],
+    sample_ids: list[str],
+    *,
+    greedy: bool,
+    baseline: str = "plain",
+) -> dict:
+    """Per-method aggregates (see the module docstring) from per-sample records."""
+    wanted = set(sample_ids)
+    by_key: dict[tuple[str, str, int], dict] = {}
+    for record in records:
+        if record["sample_id"] in wanted and record["method"] in methods:
+            by_key[(record["sample_id"], record["method"], int(record["repeat"]))] = record
+    repeats = sorted({key[2] for key in by_key})
+    result: dict[str, Any] = {}
+    for method in methods:
+        mine = [r for k, r in by_key.items() if k[1] == method]
+        ok = [r for r in mine if _ok(r)]
+        first = {r["sample_id"]: r for r in ok if int(r["repeat"]) == repeats[0]} if repeats else {}
+        entry: dict[str, Any] = {
+            "samples": len({r["sample_id"] for r in ok}),
+            "generations": len(ok),
+            "errors": len(mine) - len(ok),
+            "error_examples": sorted({r["error"] for r in mine if not _ok(r)})[:3],
+        }
+        # speed
+        per_sample: dict[str, list[float]] = {}
+        totals_by_repeat: dict[int, list[float]] = {}
+        for r in ok:
+            base = by_key.get((r["sample_id"], baseline, int(r["repeat"])))
+            if base is None or not _ok(base) or r["wall_seconds"] <= 0:
+                continue
+            per_sample.setdefault(r["sample_id"], []).append(base["wall_seconds"] / r["wall_seconds"])
+            pair = totals_by_repeat.setdefault(int(r["repeat"]), [0.0, 0.0])
+            pair[0] += base["wall_seconds"]
+            pair[1] += r["wall_seconds"]
+        sample_speedups = {sid: _mean(values) for sid, values in per_sample.items()}
+        base_total = sum(p[0] for p in totals_by_repeat.values())
+        method_total = sum(p[1] for p in totals_by_repeat.values())
+        entry["speedup_total"] = base_total / method_total if method_total > 0 else None
+        entry["speedup_by_repeat"] = _spread([p[0] / p[1] for p in totals_by_repeat.values() if p[1] > 0])
+        entry["speedup_per_sample"] = sample_speedups
+        entry["speedup_median"] = statistics.median(sample_speedups.values()) if sample_speedups else None
+        entry["speedup_mean"] = _mean(list(sample_speedups.values()))
+        new_tokens = sum(r["new_tokens"] for r in ok)
+        wall = sum(r["wall_seconds"] for r in ok)
+        forwards = [r for r in ok if r.get("target_forwards")]
+        entry["new_tokens"] = new_tokens
+        entry["wall_seconds_total"] = wall
+        entry["wall_seconds_mean"] = wall / len(ok) if ok else None
+        entry["tokens_per_second"] = new_tokens / wall if wall > 0 else None
+        entry["tau"] = (sum(r["new_tokens"] for r in forwards) / sum(r["target_forwards"] for r in forwards)
+                        if forwards else None)
+        entry["time_to_first_token"] = _mean([r["time_to_first_token"] for r in ok
+                                              if r.get("time_to_first_token") is not None])
+        entry["time_per_output_token"] = _mean([r["time_per_output_token"] for r in ok
+                                                if r.get("time_per_output_token") is not None])
+        curves = [r["acceptance_per_position"] for r in ok if r.get("acceptance_per_position")]
+        depth = max((len(c) for c in curves), default=0)
+        entry["acceptance_per_position"] = [
+            _mean([c[i] for c in curves if len(c) > i]) for i in range(depth)
+        ] or None
+        peaks = [r["peak_memory_bytes"] for r in ok if r.get("peak_memory_bytes") is not None]
+        deltas = [r["memory_delta_bytes"] for r in ok if r.get("memory_delta_bytes") is not None]
+        entry["peak_memory_bytes"] = max(peaks) if peaks else None
+        entry["memory_delta_bytes"] = max(deltas) if deltas else None
+        # quality
+        scores = [r["score"] for r in first.values() if r.get("score") is not None]
+        entry["accuracy"] = _mean(scores)
+        entry["scored_samples"] = len(scores)
+        if greedy:
+            base_first = {sid: r for (sid, m, rep), r in by_key.items()
+                          if m == baseline and rep == (repeats[0] if repeats else 0) and _ok(r)}
+            compared = [sid for sid in first if sid in base_first]
+            same = [sid for sid in compared if first[sid]["token_ids"] == base_first[sid]["token_ids"]]
+            entry["lossless"] = len(same) / len(compared) if compared else None
+            entry["lossless_compared"] = len(compared)
+            entry["mismatched_samples"] = sorted(set(compared) - set(same))
+        else:
+            entry["lossless"] = None  # n/a: sampled outputs differ by chance
+            entry["lossless_compared"] = 0
+            entry["mismatched_samples"] = []
+        result[method] = entry
+    return result
+
+
+def summarize(run: "EvalRun") -> dict:
+    """The summary JSON of a run."""
+    config = run.config
+    sample_ids = [s.sample_id for s in run.benchmark.samples]
+    methods = [m for m in config.methods if m not in run.skipped]
+    return {
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "benchmark": run.benchmark.describe(),
+        "target": config.target or "default model",
+        "device": run.device,
+        "memory_measure": run.memory_measure,
+        "settings": {
+            "max_new_tokens": config.max_new_tokens, "temperature": config.temperature,
+            "top_p": config.top_p, "top_k": config.top_k, "seed": config.seed, "repeats": config.repeats,
+            "warmup": config.warmup, "draft_length": config.draft_length, "limit": config.limit,
+        },
+        "baseline": "plain",
+        "losslessness_meaningful": config.greedy,
+        "skipped_methods": dict(run.skipped),
+        "methods": summarize_records(run.records, methods, sample_ids, greedy=config.greedy),
+    }
+
+
+# ------------------------------------------------------------------------- markdown
+def _fmt(value: Any, spec: str = ".2f", suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:{spec}}{suffix}"
+
+
+def _fmt_bytes(value: int | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value / 2**20:.0f} MiB"
+
+
+def render_markdown(summary: dict, command: str | None = None) -> str:
+    """A Markdown report: settings, one row per method, skipped methods and notes."""
+    bench = summary["benchmark"]
+    settings = summary["settings"]
+    metric = bench["metric"]
+    lines = [
+        f"# vlmspec eval: {bench['name']}",
+        "",
+        f"- target: `{summary['target']}`; device: {summary['device']}",
+        f"- benchmark: `{bench['source']}` ({bench['format']}), {bench['samples']} samples, "
+        f"prompt style `{bench['prompt_style']}`, metric `{metric}`",
+        f"- max_new_tokens {settings['max_new_tokens']}, temperature {settings['temperature']}, "
+        f"repeats {settings['repeats']}, warm-up {settings['warmup']}, draft length {settings['draft_length']}",
+        f"- created {summary['created']}",
+    ]
+    if command:
+        lines.append(f"- regenerate: `{command}`")
+    spread_header = "Speedup (ratio of totals)" + (" ± std over repeats" if settings["repeats"] > 1 else "")
+    lines += [
+        "",
+        f"| Method | {spread_header} | Median per-sample speedup | tau | Tokens/s | TTFT (ms) | "
+        f"TPOT (ms) | Wall (s) | Lossless | Accuracy ({metric}) | Peak memory (+growth) | Samples |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in summary["methods"].items():
+        speedup = _fmt(entry["speedup_total"], ".2f", "x")
+        spread = entry.get("speedup_by_repeat")
+        if spread and spread["n"] > 1:
+            speedup += f" ± {spread['std']:.2f}"
+        lossless = ("baseline" if name == summary["baseline"] else
+                    _fmt(entry["lossless"] * 100 if entry["lossless"] is not None else None, ".0f", "%"))
+        samples = str(entry["samples"]) + (f" ({entry['errors']} errors)" if entry["errors"] else "")
+        lines.append(
+            f"| {name} | {speedup} | {_fmt(entry['speedup_median'], '.2f', 'x')} | {_fmt(entry['tau'])} | "
+            f"{_fmt(entry['tokens_per_second'], '.1f')} | "
+            f"{_fmt(entry['time_to_first_token'] * 1000 if entry['time_to_first_token'] is not None else None, '.0f')} | "
+            f"{_fmt(entry['time_per_output_token'] * 1000 if entry['time_per_output_token'] is not None else None, '.1f')} | "
+            f"{_fmt(entry['wall_seconds_total'], '.1f')} | {lossless} | {_fmt(entry['accuracy'], '.3f')} | "
+            f"{_fmt_bytes(entry['peak_memory_bytes'])} (+{_fmt_bytes(entry['memory_delta_bytes'])}) | {samples} |"
+        )
+    if summary["skipped_methods"]:
+        lines += ["", "Skipped methods:", ""]
+        lines += [f"- `{name}`: {reason}" for name, reason in summary["skipped_methods"].items()]
+    errors = {n: e["error_examples"] for n, e in summary["methods"].items() if e["errors"]}
+    if errors:
+        lines += ["", "Errors (first messages):", ""]
+        lines += [f"- `{name}`: {'; '.join(examples)}" for name, examples in errors.items()]
+    lossless_note = ("share of samples whose greedy token ids equal the baseline's"
+                     if summary["losslessness_meaningful"] else
+                     "n/a at temperature > 0 (sampled outputs differ by chance)")
+    lines += [
+        "",
+        "Notes: speedup = baseline (`plain` = `model.generate`) wall time / method wall time on the same "
+        "samples, interleaved per sample, after a warm-up; tau = new tokens / target forwards (prefill "
+        f"counted, bonus token included); lossless = {lossless_note}; peak memory = "
+        f"{summary['memory_measure']}, max over calls.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- plots
+def _save_figure(fig, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_plots(summary: dict, out_dir: str | os.PathLike) -> dict[str, str]:
+    """speedup.png, acceptance.png, accuracy_vs_speed.png (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    out = Path(out_dir)
+    methods = summary["methods"]
+    names = list(methods)
+    written = {}
+
+    fig = Figure(figsize=(max(4.0, 1.2 * len(names) + 2), 3.5))
+    ax = fig.add_subplot()
+    values = [methods[n]["speedup_total"] or 0.0 for n in names]
+    errors_low, errors_high = [], []
+    for n, v in zip(names, values):
+        spread = methods[n].get("speedup_by_repeat")
+        errors_low.append(max(0.0, v - spread["min"]) if spread and spread["n"] > 1 else 0.0)
+        errors_high.append(max(0.0, spread["max"] - v) if spread and spread["n"] > 1 else 0.0)
+    has_spread = any(errors_low) or any(errors_high)
+    ax.bar(names, values, yerr=[errors_low, errors_high] if has_spread else None, capsize=4, color="tab:blue")
+    ax.axhline(1.0, color="gray", linestyle="--", linewidth=1)
+    ax.set_ylabel("speedup vs plain (ratio of totals)")
+    ax.set_title(f"Speedup on {summary['benchmark']['name']}")
+    ax.tick_params(axis="x", labelrotation=20)
+    _save_figure(fig, out / PLOT_FILES["speedup"])
+    written["speedup"] = str(out / PLOT_FILES["speedup"])
+
+    fig = Figure(figsize=(5.5, 3.5))
+    ax = fig.add_subplot()
+    plotted = False
+    for n in names:
+        curve = methods[n].get("acceptance_per_position")
+        if curve:
+            ax.plot(range(1, len(curve) + 1), curve, marker="o", label=n)
+            plotted = True
+    if plotted:
+        ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_ylim(0, 1.05)
+    else:
+        ax.text(0.5, 0.5, "no method reports per-position acceptance", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_xlabel("draft position")
+    ax.set_ylabel("acceptance rate")
+    ax.set_title("Acceptance by draft position")
+    _save_figure(fig, out / PLOT_FILES["acceptance"])
+    written["acceptance"] = str(out / PLOT_FILES["acceptance"])
+
+    fig = Figure(figsize=(5.5, 3.5))
+    ax = fig.add_subplot()
+    metric = summary["benchmark"]["metric"]
+    points = [(n, methods[n]["speedup_total"], methods[n]["accuracy"]) for n in names]
+    points = [p for p in points if p[1] is not None and p[2] is not None]
+    for n, x, y in points:
+        ax.scatter([x], [y])
+        ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if not points:
+        ax.text(0.5, 0.5, f"no accuracy (metric: {metric})", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("speedup vs plain")
+    ax.set_ylabel(f"accuracy ({metric})")
+    ax.set_title("Accuracy vs speed")
+    _save_figure(fig, out / PLOT_FILES["accuracy_vs_speed"])
+    written["accuracy_vs_speed"] = str(out / PLOT_FILES["accuracy_vs_speed"])
+    return written
+
+
+def write_outputs(run: "EvalRun", command: str | None = None, extra_markdown: str | None = None) -> dict[str, str]:
+    """Write summary.json, report.md and the plots into the run's output folder."""
+    out = Path(run.config.out_dir)
+    summary = run.summary
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    markdown = render_markdown(summary, command)
+    atomic_write_text(out / REPORT_FILE, markdown)
+    written = {"samples": str(out / "samples.jsonl"), "summary": str(out / SUMMARY_FILE),
+               "report": str(out / REPORT_FILE)}
+    written.update(write_plots(summary, out))
+    if extra_markdown:
+        atomic_write_text(extra_markdown, markdown)
+        written["results_md"] = str(extra_markdown)
+    return written
