@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, DynamicCache
 
-from .core.cache import cache_length, truncate_cache
+from .core.cache import cache_length, keep_positions, truncate_cache
+from .core.tree import is_chain, tree_attention
 from .errors import ModelLoadError, NumericalError, PromptError
 
 # Architectures whose prefill / cache / image-token layout vlmspec is tested against.
@@ -188,19 +189,34 @@ class Target:
         return state, logits
 
     @torch.inference_mode()
-    def forward(self, state: TargetState, tokens: torch.Tensor, need_hidden: bool = False) -> TargetOutput:
-        """Score `tokens` [1, n] after everything in the cache; the cache grows by n."""
-        total = cache_length(state.cache) + tokens.shape[1]
-        attention_mask = torch.ones((1, total), dtype=torch.long, device=tokens.device)
+    def forward(
+        self, state: TargetState, tokens: torch.Tensor, need_hidden: bool = False, parents: torch.Tensor | None = None
+    ) -> TargetOutput:
+        """Score `tokens` [1, n] after everything in the cache; the cache grows by n.
+
+        With `parents` [n - 1] the tokens are a tree (root first, see core/tree.py): one
+        forward with a tree attention mask and per-node position ids.
+        """
+        cached = cache_length(state.cache)
+        if parents is None or is_chain(parents):
+            attention_mask = torch.ones((1, cached + tokens.shape[1]), dtype=torch.long, device=tokens.device)
+            position_ids = None
+        else:
+            attention_mask, position_ids = tree_attention(parents, cached)
         out = self.model(
             input_ids=tokens,
             attention_mask=attention_mask,
+            position_ids=position_ids,
             past_key_values=state.cache,
             use_cache=True,
             output_hidden_states=need_hidden,
         )
         _check_finite(out.logits)
         return TargetOutput(out.logits, out.hidden_states[-1] if need_hidden else None)
+
+    def keep(self, state: TargetState, prefix_len: int, rows: list[int]) -> None:
+        """After a step: keep the cache prefix and the accepted rows of the scored tokens."""
+        keep_positions(state.cache, prefix_len, rows)
 
     def rollback(self, state: TargetState, length: int) -> None:
         """Keep only the first `length` positions of the cache."""

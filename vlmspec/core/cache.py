@@ -1,7 +1,8 @@
-"""KV-cache bookkeeping over transformers' cache classes: length and rollback."""
+"""KV-cache bookkeeping over transformers' cache classes: length, rollback, keeping a tree path."""
 
 from __future__ import annotations
 
+import torch
 from transformers import Cache
 
 
@@ -17,3 +18,21 @@ def truncate_cache(cache: Cache, length: int) -> None:
         raise ValueError(f"cannot truncate a cache of {cache.get_seq_length()} positions to {length}")
     if extra:
         cache.crop(-extra)
+
+
+def keep_positions(cache: Cache, prefix_len: int, rows: list[int]) -> None:
+    """Keep the first `prefix_len` positions plus positions prefix_len + r for r in `rows` (ascending).
+
+    After a tree step `rows` is the accepted path ([0] for the root plus node rows): a
+    prefix of the new positions for chains (cheap truncation), a gather for trees.
+    """
+    if rows == list(range(len(rows))):
+        truncate_cache(cache, prefix_len + len(rows))
+        return
+    for layer in cache.layers:
+        index = torch.cat([
+            torch.arange(prefix_len, device=layer.keys.device),
+            torch.tensor(rows, device=layer.keys.device) + prefix_len,
+        ])  # [prefix_len + len(rows)]
+        layer.keys = layer.keys.index_select(-2, index)  # [batch, heads, kept, head_dim]
+        layer.values = layer.values.index_select(-2, index)

@@ -7,6 +7,9 @@ Life of a drafter during one generation:
     end()                           release per-generation state
 A draft with `probs=None` was chosen deterministically (a point mass), e.g. by n-gram
 lookup; otherwise `probs[i]` is the (warped) distribution token i was drawn from.
+A draft with `parents` is a tree (chains are the special case parents = [-1, 0, 1, ...]);
+siblings that come with `probs` must have been drawn independently from the same q.
+For a chain, `k` bounds the number of tokens; for a tree, its depth.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import torch
 
 from .sampling import SamplingParams
+from .tree import node_depths
 
 
 @dataclass
@@ -29,8 +33,15 @@ class DraftContext:
 
 @dataclass
 class Draft:
-    tokens: torch.Tensor  # [n] proposed token ids, n <= k
+    tokens: torch.Tensor  # [n] proposed token ids
     probs: torch.Tensor | None = None  # [n, vocab] draft distribution q of each token, None = point mass
+    parents: torch.Tensor | None = None  # [n] tree parents (see core/tree.py), None = a chain
+
+    @property
+    def depth(self) -> int:
+        if self.parents is None:
+            return int(self.tokens.shape[0])
+        return int(node_depths(self.parents).max()) if self.tokens.numel() else 0
 
     @classmethod
     def empty(cls, device: torch.device | str = "cpu") -> "Draft":
@@ -39,9 +50,10 @@ class Draft:
 
 @dataclass
 class StepFeedback:
-    num_accepted: int  # draft tokens the target accepted this step
+    num_accepted: int  # draft tokens the target accepted this step (length of the accepted path)
+    path: list[int]  # accepted draft node indices, root's child first
     committed: torch.Tensor  # [seq] prompt + every generated token so far (bonus included)
-    target_hidden: torch.Tensor | None = None  # [1, num_accepted + 1, hidden] target states of the newly cached tokens
+    target_hidden: torch.Tensor | None = None  # [1, num_accepted + 1, hidden] states of [pending, accepted path]
 
 
 class Drafter:

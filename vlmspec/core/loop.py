@@ -1,8 +1,9 @@
 """The speculative loop: draft -> verify -> accept -> update caches. Lossless by construction.
 
 The target cache always holds every committed token except the last one (`pending`);
-each step feeds [pending, d_1 .. d_n] in one forward, so row i of the logits scores
-d_{i+1} and the last row gives the bonus token when the whole draft is accepted.
+each step feeds [pending, d_1 .. d_n] in one forward (a chain, or a tree with a tree
+attention mask), so row 0 scores the children of the root and row i + 1 the children
+of node i; the row where the accepted path ends gives the bonus or correction token.
 """
 
 from __future__ import annotations
@@ -55,24 +56,25 @@ def speculative_decode(
             t1 = time.perf_counter()
 
             cached = cache_length(state.cache)  # == len(committed) - 1
-            candidates = torch.cat([committed[-1:], draft.tokens])[None]  # [1, n + 1]
-            scored = target.forward(state, candidates, need_hidden=drafter.needs_target_hidden)
+            candidates = torch.cat([committed[-1:], draft.tokens])[None]  # [1, n + 1] root + nodes
+            scored = target.forward(state, candidates, drafter.needs_target_hidden, draft.parents)
             target_logits = scored.logits[0]  # [n + 1, vocab]
             if sampling.greedy:
-                accepted = verify_greedy(draft.tokens, target_logits)
+                accepted = verify_greedy(draft.tokens, target_logits, draft.parents)
             else:
                 target_probs = warp_probs(target_logits, sampling)  # [n + 1, vocab]
-                accepted = verify_sampling(draft.tokens, draft.probs, target_probs, generator)
-            target.rollback(state, cached + 1 + accepted.num_accepted)
+                accepted = verify_sampling(draft.tokens, draft.probs, target_probs, generator, draft.parents)
+            rows = [0] + [node + 1 for node in accepted.path]  # root + accepted path
+            target.keep(state, cached, rows)
             t2 = time.perf_counter()
 
-            new_tokens = draft.tokens[: accepted.num_accepted].tolist() + [accepted.next_token]
+            new_tokens = draft.tokens[accepted.path].tolist() + [accepted.next_token]
             kept = stop.add(new_tokens)
             committed = torch.cat([committed, committed.new_tensor(kept)])
-            hidden = None if scored.hidden is None else scored.hidden[:, : accepted.num_accepted + 1]
-            drafter.update(StepFeedback(accepted.num_accepted, committed, hidden))
+            hidden = None if scored.hidden is None else scored.hidden[:, rows]
+            drafter.update(StepFeedback(accepted.num_accepted, accepted.path, committed, hidden))
             schedule.observe(len(draft.tokens), accepted.num_accepted, t1 - t0, t2 - t1)
-            recorder.step(len(draft.tokens), accepted.num_accepted, t1 - t0, t2 - t1)
+            recorder.step(draft.depth, accepted.num_accepted, t1 - t0, t2 - t1)
             yield kept
     finally:
         drafter.end()
