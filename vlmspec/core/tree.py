@@ -55,12 +55,22 @@ def ancestor_matrix(parents: torch.Tensor) -> torch.Tensor:
     return allowed
 
 
-def tree_attention(parents: torch.Tensor, cache_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """4-D bool mask [1, 1, n + 1, cache_len + n + 1] and position ids [1, n + 1] for root + nodes."""
-    n = parents.shape[0]
-    mask = torch.ones(1, 1, n + 1, cache_len + n + 1, dtype=torch.bool, device=parents.device)
-    mask[0, 0, :, cache_len:] = ancestor_matrix(parents)
+def tree_attention(
+    parents: torch.Tensor, cache_len: int, with_root: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """4-D bool mask [1, 1, rows, cache_len + rows] (True = attend) and position ids [1, rows].
+
+    With the root (the pending token, not in the cache): rows = n + 1, root first.
+    Without it (the root is already the cache's last position, as in a drafter's own
+    cache): rows = n, each node attending to the cache and its node ancestors.
+    """
+    allowed = ancestor_matrix(parents)  # [n + 1, n + 1]
     depths = torch.cat([parents.new_zeros(1), node_depths(parents)])  # [n + 1]
+    if not with_root:
+        allowed, depths = allowed[1:, 1:], depths[1:] - 1
+    rows = allowed.shape[0]
+    mask = torch.ones(1, 1, rows, cache_len + rows, dtype=torch.bool, device=parents.device)
+    mask[0, 0, :, cache_len:] = allowed
     return mask, (cache_len + depths)[None]
 
 

@@ -11,21 +11,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
 from ..core.cache import truncate_cache
 from ..core.drafter import Draft, DraftContext, Drafter, StepFeedback
 from ..core.sampling import warp_probs
+from ..core.tree import node_depths, static_tree, tree_attention
 from ..errors import DrafterMismatchError, ModelLoadError
 from ..target import image_token_id_of
 
 
 class ModelDrafter(Drafter):
-    def __init__(self, model, tokenizer) -> None:
+    """Drafts a chain of k tokens, or a static tree (`tree_paths`, see core/tree.static_tree)
+    whose nodes are the drafter's top-ranked tokens (point masses) and whose depth k bounds."""
+
+    def __init__(self, model, tokenizer, tree_paths: Sequence[Sequence[int]] | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.is_vlm = hasattr(model, "get_image_features")
+        self.tree = None if tree_paths is None else static_tree(tree_paths)  # (parents [n], ranks [n])
 
     @classmethod
     def from_pretrained(
@@ -92,6 +98,8 @@ class ModelDrafter(Drafter):
         sequence = torch.cat([self.own_prompt, committed[self.target_prompt_len :]])  # [seq] in drafter ids
         self._sync_cache(sequence)
         feed = sequence[self.cached_ids.shape[0] :]  # [m >= 1] not yet in the drafter cache
+        if self.tree is not None:
+            return self._propose_tree(feed, k)
         sampling, generator = self.context.sampling, self.context.generator
         tokens, probs = [], []
         for step in range(k):
@@ -105,6 +113,35 @@ class ModelDrafter(Drafter):
             probs.append(token_probs)
             feed = committed.new_tensor([token])
         return Draft(committed.new_tensor(tokens), None if sampling.greedy else torch.stack(probs))
+
+    def _propose_tree(self, feed: torch.Tensor, max_depth: int) -> Draft:
+        """Expand the static tree level by level: one tree-masked forward per level."""
+        parents, ranks = (t.to(feed.device) for t in self.tree)
+        depths = node_depths(parents)  # [n], nodes sorted by depth
+        n = int((depths <= max_depth).sum())
+        parents, ranks, depths = parents[:n], ranks[:n], depths[:n]
+        root_logits = self._forward(feed)[-1]  # [vocab]
+        self.cached_ids = torch.cat([self.cached_ids, feed])
+        base = self.cached_ids.shape[0]  # the root is the cache's last position
+        tokens = torch.zeros(n, dtype=torch.long, device=feed.device)
+        parent_logits = {-1: self._fit_vocab(root_logits)}  # parent node -> logits of its children
+        for depth in range(1, int(depths.max()) + 1):
+            level = (depths == depth).nonzero().flatten().tolist()
+            for node in level:
+                logits = parent_logits[int(parents[node])]
+                tokens[node] = torch.topk(logits, int(ranks[node]) + 1).indices[-1]
+            if depth == int(depths.max()):
+                break
+            upto = int((depths <= depth).sum())  # nodes of depth <= this level are a prefix
+            mask, positions = tree_attention(parents[:upto], base, with_root=False)
+            out = self.model(
+                input_ids=tokens[:upto][None], attention_mask=mask, position_ids=positions,
+                past_key_values=self.cache, use_cache=True,
+            )
+            truncate_cache(self.cache, base)
+            for node in level:
+                parent_logits[node] = self._fit_vocab(out.logits[0, node])
+        return Draft(tokens, None, parents)
 
     def update(self, feedback: StepFeedback) -> None:
         pass  # the cache is re-synchronised lazily in `propose`
