@@ -14,6 +14,8 @@ from typing import Iterator, Sequence
 
 import torch
 
+from .batching import BatchTarget
+from .core.batch_loop import speculative_decode_batch
 from .core.loop import speculative_decode
 from .core.metrics import Metrics, MetricsRecorder
 from .core.sampling import SamplingParams
@@ -87,26 +89,20 @@ class Pipeline:
         stop: Sequence[str] = (),
         stream: bool = False,
     ) -> "Result | TextStream":
-        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens <= 0:
-            raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
-        sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+        sampling, criteria = self._decoding_options(max_new_tokens, temperature, top_p, top_k, stop)
         model_inputs = self._model_inputs(image, prompt, inputs)
         self.target.check_context(model_inputs["input_ids"].shape[1], max_new_tokens)
-        generator = None
-        if not sampling.greedy:
-            generator = torch.Generator(device=self.target.device)
-            generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
-        tokenizer = self.target.tokenizer
-        criteria = StopCriteria(
-            max_new_tokens=max_new_tokens,
-            eos_token_ids=frozenset(self.target.eos_token_ids),
-            stop_strings=tuple(stop),
-            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
-        )
         tracker = StopTracker(criteria)
         recorder = MetricsRecorder()
         steps = speculative_decode(
-            self.target, self.drafter, model_inputs, sampling, self.schedule.build(), tracker, recorder, generator
+            self.target,
+            self.drafter,
+            model_inputs,
+            sampling,
+            self.schedule.build(),
+            tracker,
+            recorder,
+            self._generator(sampling, seed),
         )
         if not stream:
             for _ in steps:
@@ -115,6 +111,63 @@ class Pipeline:
         text_stream = TextStream(iter(()))
         text_stream._pieces = self._stream_text(steps, tracker, recorder, text_stream)
         return text_stream
+
+    def generate_batch(
+        self,
+        pairs: Sequence[tuple],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+    ) -> list[Result]:
+        """Generate for several (image, prompt) pairs at once: one target forward per step for
+        the whole batch, each sequence accepting its own number of tokens. Each output equals
+        the output of `generate` on that pair alone (with sampling: with the same seed)."""
+        if not pairs:
+            raise InputError("generate_batch needs at least one (image, prompt) pair.")
+        sampling, criteria = self._decoding_options(max_new_tokens, temperature, top_p, top_k, stop)
+        samples = []
+        for pair in pairs:
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise InputError(f"generate_batch takes (image, prompt) pairs; got {type(pair).__name__}.")
+            samples.append(self.prepare(*pair))
+            self.target.check_context(samples[-1]["input_ids"].shape[1], max_new_tokens)
+        stops = [StopTracker(criteria) for _ in samples]
+        recorders = [MetricsRecorder() for _ in samples]
+        speculative_decode_batch(
+            BatchTarget(self.target),
+            [self.drafter.fork() for _ in samples],
+            samples,
+            sampling,
+            [self.schedule.build() for _ in samples],
+            stops,
+            recorders,
+            [self._generator(sampling, seed) for _ in samples],
+        )
+        return [self._result(tracker, recorder) for tracker, recorder in zip(stops, recorders)]
+
+    def _decoding_options(self, max_new_tokens, temperature, top_p, top_k, stop) -> tuple[SamplingParams, StopCriteria]:
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens <= 0:
+            raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
+        sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+        tokenizer = self.target.tokenizer
+        criteria = StopCriteria(
+            max_new_tokens=max_new_tokens,
+            eos_token_ids=frozenset(self.target.eos_token_ids),
+            stop_strings=tuple(stop),
+            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+        )
+        return sampling, criteria
+
+    def _generator(self, sampling: SamplingParams, seed: int | None) -> torch.Generator | None:
+        if sampling.greedy:
+            return None
+        generator = torch.Generator(device=self.target.device)
+        generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+        return generator
 
     def _model_inputs(self, image, prompt, inputs: dict | None) -> dict:
         if inputs is not None:

@@ -185,7 +185,7 @@ class Target:
             prompt_hidden=out.hidden_states[-1] if need_hidden else None,
         )
         logits = out.logits[:, -1]  # [1, vocab]
-        _check_finite(logits)
+        check_finite(logits)
         return state, logits
 
     @torch.inference_mode()
@@ -211,7 +211,7 @@ class Target:
             use_cache=True,
             output_hidden_states=need_hidden,
         )
-        _check_finite(out.logits)
+        check_finite(out.logits)
         return TargetOutput(out.logits, out.hidden_states[-1] if need_hidden else None)
 
     def keep(self, state: TargetState, prefix_len: int, rows: list[int]) -> None:
@@ -257,7 +257,7 @@ def image_spans(ids: torch.Tensor, image_token_id: int, tokens_per_image: list[i
     return spans
 
 
-def _check_finite(logits: torch.Tensor) -> None:
+def check_finite(logits: torch.Tensor) -> None:
     if not torch.isfinite(logits).all():
         raise NumericalError(
             "The target produced NaN or infinite logits. The weights or dtype are broken for this device: "

@@ -14,6 +14,7 @@ For a chain, `k` bounds the number of tokens; for a tree, its depth.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,11 @@ class Drafter:
 
     def end(self) -> None:
         pass
+
+    def fork(self) -> "Drafter":
+        """A drafter for another sequence of the same batch: shares weights, not per-sequence state
+        (per-sequence state is created in `begin`)."""
+        return copy.copy(self)
 
     def check_compatible(self, target: Any) -> None:
         """Raise DrafterMismatchError if this drafter cannot serve `target`."""
