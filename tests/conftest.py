@@ -10,12 +10,17 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from vlmspec.testing import TinyLlavaConfig, save_tiny_llava  # noqa: E402
+
+# The test models are tiny: thread start-up costs more than it saves, and on a loaded
+# 2-core machine a second thread makes them many times slower.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -119,7 +119,7 @@ def test_point_mass_drafts_keep_the_distribution(setup):
 def test_the_chi_square_test_catches_a_wrong_residual(setup, monkeypatch):
     """Power check: resampling from p instead of norm(max(0, p - q)) after a rejection must be detected."""
 
-    def wrong_verify_sampling(draft_tokens, draft_probs, target_probs, generator):
+    def wrong_verify_sampling(draft_tokens, draft_probs, target_probs, generator, parents=None):
         for i, token in enumerate(draft_tokens.tolist()):
             q = float(draft_probs[i, token])
             if float(torch.rand((), generator=generator)) * q < float(target_probs[i, token]):

@@ -59,3 +59,4 @@ def _model(argument: str | None, target) -> Drafter:
 register_drafter("none", lambda argument, target: NoDrafter())
 register_drafter("prompt-lookup", _prompt_lookup)
 register_drafter("model", _model)
+register_drafter("eagle", lambda argument, target: __import__("vlmspec.drafters.eagle", fromlist=["eagle_from_spec"]).eagle_from_spec(argument, target))

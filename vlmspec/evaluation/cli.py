@@ -41,9 +41,10 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
                         "scienceqa, chartqa, docvqa, infovqa, mmvet, llava-bench, generic)")
     p.add_argument("--target", default=None, help="LLaVA-style checkpoint dir or name (default: the default model)")
     p.add_argument("--methods", default=None,
-                   help="comma-separated: plain, hf-assisted[:PATH|self], hf-prompt-lookup[:N], and vlmspec drafters "
-                        "(none, prompt-lookup[:N], model:PATH, ...); plain (the baseline) is always run. "
-                        "Default: plain,prompt-lookup")
+                   help="comma-separated: plain, hf-assisted[:PATH|self], hf-prompt-lookup[:N], vlmspec drafters "
+                        "(none, prompt-lookup[:N], model:PATH, ...), and verdict:CONFIG (Speculative Verdict with "
+                        "a JSON VerdictConfig: accuracy mode, NOT lossless; adds rows for each single expert and "
+                        "the verdict model alone); plain (the baseline) is always run. Default: plain,prompt-lookup")
     p.add_argument("--limit", type=int, default=None, help="first N samples (built-in sets: N scenes; default 50)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default 128")
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default); losslessness needs 0")

@@ -14,6 +14,10 @@ count, so a resumed run with a smaller ``--limit`` reports just those):
 * losslessness: share of samples whose (first-repeat) token ids equal the baseline's, only at
   temperature 0 ("n/a" otherwise); accuracy: mean score of the benchmark's metric.
 
+Rows whose records carry a ``mode`` (a ``verdict:CONFIG`` method and the rows it adds, e.g.
+``verdict:CONFIG [expert 0]``, ``verdict:CONFIG [verdict alone]``) are accuracy modes, not
+lossless: their losslessness is n/a, and the verdict row also gets its mean cost per stage.
+
 ``write_outputs(run)`` writes ``summary.json``, ``report.md`` and ``speedup.png``,
 ``acceptance.png``, ``accuracy_vs_speed.png`` into the output folder. Every write is atomic
 (temporary file in the same folder, fsync, ``os.replace``).
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .runner import EvalRun
 
+ACCURACY_MODE = "accuracy mode (not lossless)"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
 PLOT_FILES = {"speedup": "speedup.png", "acceptance": "acceptance.png",
@@ -75,6 +80,25 @@ def _spread(values: list[float]) -> dict | None:
 
 def _ok(record: dict) -> bool:
     return not record.get("error")
+
+
+def expand_rows(methods: list[str], records: list[dict]) -> list[str]:
+    """``methods`` with, after each, the extra rows its records add (``record["group"]``)."""
+    extra: dict[str, list[str]] = {}
+    for record in records:
+        group = record.get("group")
+        if group in methods and record["method"] not in extra.setdefault(group, []):
+            extra[group].append(record["method"])
+    return [row for method in methods for row in (method, *extra.get(method, []))]
+
+
+def _stage_means(records: list[dict]) -> dict | None:
+    """Mean forwards, tokens and seconds per sample of each verdict stage (and the total)."""
+    stages = [r["stages"] for r in records if r.get("stages")]
+    if not stages:
+        return None
+    return {stage: {key: _mean([s[stage][key] for s in stages]) for key in ("forwards", "tokens", "seconds")}
+            for stage in stages[0]}
 
 
 def summarize_records(
@@ -126,6 +150,7 @@ def summarize_records(
         wall = sum(r["wall_seconds"] for r in ok)
         forwards = [r for r in ok if r.get("target_forwards")]
         entry["new_tokens"] = new_tokens
+        entry["target_forwards"] = sum(r["target_forwards"] for r in forwards)
         entry["wall_seconds_total"] = wall
         entry["wall_seconds_mean"] = wall / len(ok) if ok else None
         entry["tokens_per_second"] = new_tokens / wall if wall > 0 else None
@@ -148,7 +173,12 @@ def summarize_records(
         scores = [r["score"] for r in first.values() if r.get("score") is not None]
         entry["accuracy"] = _mean(scores)
         entry["scored_samples"] = len(scores)
-        if greedy:
+        entry["mode"] = next((r["mode"] for r in mine if r.get("mode")), None)
+        if entry["mode"]:
+            entry["group"] = next((r["group"] for r in mine if r.get("group")), None)
+            entry["model"] = next((r["model"] for r in mine if r.get("model")), None)
+            entry["stages"] = _stage_means(ok)
+        if greedy and not entry["mode"]:
             base_first = {sid: r for (sid, m, rep), r in by_key.items()
                           if m == baseline and rep == (repeats[0] if repeats else 0) and _ok(r)}
             compared = [sid for sid in first if sid in base_first]
@@ -157,7 +187,7 @@ def summarize_records(
             entry["lossless_compared"] = len(compared)
             entry["mismatched_samples"] = sorted(set(compared) - set(same))
         else:
-            entry["lossless"] = None  # n/a: sampled outputs differ by chance
+            entry["lossless"] = None  # n/a: sampled outputs differ by chance, or not lossless by design
             entry["lossless_compared"] = 0
             entry["mismatched_samples"] = []
         result[method] = entry
@@ -168,7 +198,7 @@ def summarize(run: "EvalRun") -> dict:
     """The summary JSON of a run."""
     config = run.config
     sample_ids = [s.sample_id for s in run.benchmark.samples]
-    methods = [m for m in config.methods if m not in run.skipped]
+    methods = expand_rows([m for m in config.methods if m not in run.skipped], run.records)
     return {
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "benchmark": run.benchmark.describe(),
@@ -229,17 +259,23 @@ def render_markdown(summary: dict, command: str | None = None) -> str:
         spread = entry.get("speedup_by_repeat")
         if spread and spread["n"] > 1:
             speedup += f" ± {spread['std']:.2f}"
-        lossless = ("baseline" if name == summary["baseline"] else
-                    _fmt(entry["lossless"] * 100 if entry["lossless"] is not None else None, ".0f", "%"))
+        if name == summary["baseline"]:
+            lossless = "baseline"
+        elif entry.get("mode"):
+            lossless = "n/a (not lossless)"
+        else:
+            lossless = _fmt(entry["lossless"] * 100 if entry["lossless"] is not None else None, ".0f", "%")
+        label = f"{name} — {ACCURACY_MODE}" if entry.get("stages") else name
         samples = str(entry["samples"]) + (f" ({entry['errors']} errors)" if entry["errors"] else "")
         lines.append(
-            f"| {name} | {speedup} | {_fmt(entry['speedup_median'], '.2f', 'x')} | {_fmt(entry['tau'])} | "
+            f"| {label} | {speedup} | {_fmt(entry['speedup_median'], '.2f', 'x')} | {_fmt(entry['tau'])} | "
             f"{_fmt(entry['tokens_per_second'], '.1f')} | "
             f"{_fmt(entry['time_to_first_token'] * 1000 if entry['time_to_first_token'] is not None else None, '.0f')} | "
             f"{_fmt(entry['time_per_output_token'] * 1000 if entry['time_per_output_token'] is not None else None, '.1f')} | "
             f"{_fmt(entry['wall_seconds_total'], '.1f')} | {lossless} | {_fmt(entry['accuracy'], '.3f')} | "
             f"{_fmt_bytes(entry['peak_memory_bytes'])} (+{_fmt_bytes(entry['memory_delta_bytes'])}) | {samples} |"
         )
+    lines += _verdict_sections(summary)
     if summary["skipped_methods"]:
         lines += ["", "Skipped methods:", ""]
         lines += [f"- `{name}`: {reason}" for name, reason in summary["skipped_methods"].items()]
@@ -259,6 +295,43 @@ def render_markdown(summary: dict, command: str | None = None) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _verdict_sections(summary: dict) -> list[str]:
+    """Per ``verdict:CONFIG`` method: its rows side by side and its mean cost per stage."""
+    lines: list[str] = []
+    methods = summary["methods"]
+    metric = summary["benchmark"]["metric"]
+    for name, entry in methods.items():
+        if not entry.get("stages"):
+            continue
+        rows = [name] + [row for row, e in methods.items() if e.get("group") == name]
+        lines += [
+            "",
+            f"## `{name}`: {ACCURACY_MODE}",
+            "",
+            "Speculative Verdict answers with several models, so its answer is not the target's: "
+            "losslessness is n/a and speedup = `plain` wall time / its wall time (below 1 is expected). "
+            "`[expert i]` rows are each expert's own brief answer (stage 1), `[verdict alone]` the verdict "
+            "model answering alone with the same prompt; per sample, means.",
+            "",
+            f"| Row | Model | Accuracy ({metric}) | Forwards | Tokens | Seconds | Speedup |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in rows:
+            e = methods[row]
+            n = e["generations"]
+            lines.append(
+                f"| {row} | {e.get('model') or 'experts + verdict'} | {_fmt(e['accuracy'], '.3f')} | "
+                f"{_fmt(e['target_forwards'] / n if n else None, '.1f')} | "
+                f"{_fmt(e['new_tokens'] / n if n else None, '.1f')} | "
+                f"{_fmt(e['wall_seconds_mean'], '.3f')} | {_fmt(e['speedup_total'], '.2f', 'x')} |"
+            )
+        lines += ["", "| Stage | Forwards | Tokens | Seconds |", "|---|---|---|---|"]
+        for stage, cost in entry["stages"].items():
+            lines.append(f"| {stage} | {_fmt(cost['forwards'], '.1f')} | {_fmt(cost['tokens'], '.1f')} | "
+                         f"{_fmt(cost['seconds'], '.3f')} |")
+    return lines
 
 
 # ---------------------------------------------------------------------------- plots

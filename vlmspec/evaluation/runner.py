@@ -15,6 +15,11 @@ Methods (``parse_method``):
   weights; bare ``hf-assisted`` uses ``EvalConfig.assistant`` or is skipped). transformers
   gives the assistant no pixel values, which is the point of the comparison;
 * ``hf-prompt-lookup[:N]``  transformers prompt-lookup decoding, N candidate tokens;
+* ``verdict:CONFIG``        Speculative Verdict (``vlmspec.verdict``) with the JSON VerdictConfig
+  at CONFIG: ACCURACY MODE, NOT LOSSLESS. It answers the sample's raw question (its own
+  prompts and token limits, greedy) and adds a row per single expert (``NAME [expert i]``,
+  its stage-1 answer) and for the verdict model alone (``NAME [verdict alone]``), each
+  with its accuracy and cost; records carry ``mode`` so losslessness is n/a for them;
 * anything else             a vlmspec drafter spec for ``vlmspec.load(drafter=...)``:
   ``none`` (vlmspec's own loop, no drafts), ``prompt-lookup[:N]``, ``model:PATH``, ...
 
@@ -29,6 +34,7 @@ during the call.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -134,7 +140,7 @@ class EvalConfig:
 # ------------------------------------------------------------------------- methods
 @dataclass(frozen=True)
 class MethodSpec:
-    """A parsed ``--methods`` entry. ``kind``: plain | hf-assisted | hf-prompt-lookup | vlmspec."""
+    """A parsed ``--methods`` entry. ``kind``: plain | hf-assisted | hf-prompt-lookup | verdict | vlmspec."""
 
     name: str
     kind: str
@@ -154,6 +160,10 @@ def parse_method(text: str) -> MethodSpec:
             raise InputError(f"method {name!r}: the part after the colon is the number of candidate tokens, "
                              "e.g. hf-prompt-lookup:10")
         return MethodSpec(name, head, argument or None)
+    if head == "verdict":
+        if not argument:
+            raise InputError(f"method {name!r}: give the Speculative Verdict config file, e.g. verdict:verdict.json")
+        return MethodSpec(name, head, argument)
     if not name:
         raise InputError("empty method name in --methods")
     return MethodSpec(name, "vlmspec", name)
@@ -171,6 +181,8 @@ class Generation:
     acceptance_per_position: list[float] | None
     peak_memory_bytes: int | None
     memory_delta_bytes: int | None
+    new_tokens: int | None = None  # when not len(token_ids): a verdict row has no token ids
+    extra: dict = field(default_factory=dict)  # more fields for its record
 
 
 @dataclass(frozen=True)
@@ -329,6 +341,58 @@ class VlmspecMethod:
         )
 
 
+class VerdictMethod:
+    """``verdict:CONFIG``: Speculative Verdict on the sample's image and raw question.
+
+    ``run_sample`` (used instead of ``generate``) returns one generation per report row: each
+    single expert's brief answer (stage 1), the verdict model answering alone, then the
+    verdict itself, whose wall time is the sum of its four stages (the verdict-alone
+    baseline it also runs is not counted) and whose peak memory covers the whole call.
+    """
+
+    def __init__(self, name: str, runner, memory: MemoryProbe) -> None:
+        self.name = name
+        self.runner = runner
+        self.memory = memory
+
+    def run_sample(self, sample: Sample) -> list[tuple[str, Generation]]:
+        from vlmspec.verdict import MODE_LABEL, run_verdict_method
+
+        image = sample.load_image()
+        (answer, cost), _, peak, delta = _timed(
+            lambda: run_verdict_method(None, image, sample.question, runner=self.runner, baselines=True), self.memory)
+
+        def row(text, seconds, forwards, tokens, peak=None, delta=None, **extra) -> Generation:
+            return Generation(token_ids=[], text=text, wall_seconds=seconds, time_to_first_token=None,
+                              target_forwards=forwards, acceptance_per_position=None, peak_memory_bytes=peak,
+                              memory_delta_bytes=delta, new_tokens=tokens, extra={"mode": MODE_LABEL, **extra})
+
+        rows = [(f"{self.name} [expert {i}]",
+                 row(e["answer"], e["seconds"], e["forwards"], e["tokens"], group=self.name, model=e["expert"]))
+                for i, e in enumerate(cost["experts"])]
+        alone = cost["verdict_alone"]["cost"]
+        rows.append((f"{self.name} [verdict alone]",
+                     row(cost["verdict_alone"]["answer"], alone["seconds"], alone["forwards"], alone["tokens"],
+                         group=self.name, model=self.runner.config.verdict_name)))
+        rows.append((self.name, row(answer, cost["seconds"], cost["forwards"], cost["tokens"], peak, delta,
+                                    stages=cost["stages"], selected_experts=cost["selected_experts"],
+                                    boxed_found=cost["boxed_found"])))
+        return rows
+
+
+def _build_verdict(spec: MethodSpec, config: EvalConfig, memory: MemoryProbe) -> VerdictMethod:
+    """A VerdictMethod; the eval's --device / --dtype apply where the verdict config sets none."""
+    from vlmspec.verdict import VerdictConfig, VerdictRunner
+
+    try:
+        verdict_config = VerdictConfig.from_file(spec.argument)
+        verdict_config = dataclasses.replace(verdict_config, device=verdict_config.device or config.device,
+                                             dtype=verdict_config.dtype or config.dtype)
+        return VerdictMethod(spec.name, VerdictRunner(verdict_config), memory)
+    except VlmspecError as err:
+        raise MethodUnavailable(str(err)) from None
+
+
 class MethodUnavailable(Exception):
     """Raised while building a method that cannot run for this target; the message is the reason."""
 
@@ -378,6 +442,8 @@ def build_method(spec: MethodSpec, base_pipe, config: EvalConfig, memory: Memory
         if not argument:
             raise MethodUnavailable("no assistant model given: use hf-assisted:PATH, hf-assisted:self or --assistant")
         return HFGenerateMethod(spec.name, model, tokenizer, memory, {"assistant_model": _load_assistant(argument, model)})
+    if spec.kind == "verdict":
+        return _build_verdict(spec, config, memory)
     import vlmspec
 
     try:
@@ -478,7 +544,7 @@ def _record(sample: Sample, index: int, method: str, repeat: int, metric: str,
     if generation is None:
         record["error"] = error
         return record
-    new_tokens = len(generation.token_ids)
+    new_tokens = len(generation.token_ids) if generation.new_tokens is None else generation.new_tokens
     ttft = generation.time_to_first_token
     tpot = (generation.wall_seconds - ttft) / (new_tokens - 1) if ttft is not None and new_tokens > 1 else None
     forwards = generation.target_forwards
@@ -491,11 +557,20 @@ def _record(sample: Sample, index: int, method: str, repeat: int, metric: str,
         peak_memory_bytes=generation.peak_memory_bytes, memory_delta_bytes=generation.memory_delta_bytes,
         score=score_prediction(metric, generation.text, sample.answers, sample.choices, sample.answer_index),
         error=None,
+        **generation.extra,
     )
     if method == BASELINE:
         record.update(prompt=sample.prompt, answers=list(sample.answers), choices=list(sample.choices),
                       answer_index=sample.answer_index)
     return record
+
+
+def _run_method(method: Method, name: str, sample: Sample, inputs: Callable[[], dict],
+                sampling: Sampling) -> list[tuple[str, Generation]]:
+    """(row name, generation) pairs of one call: one row, or a verdict method's rows."""
+    if isinstance(method, VerdictMethod):
+        return method.run_sample(sample)
+    return [(name, method.generate(inputs(), sampling))]
 
 
 def _describe_device(device) -> str:
@@ -568,7 +643,7 @@ def run_eval(
             sampling = _sampling(config, warm_index, 0, min(config.max_new_tokens, config.warmup_max_new_tokens))
             try:
                 for _ in range(config.warmup):
-                    method.generate(inputs_for(warm_index), sampling)
+                    _run_method(method, name, samples[warm_index], lambda: inputs_for(warm_index), sampling)
             except Exception as err:  # noqa: BLE001 - a method failing its warm-up is skipped, not fatal
                 if name == BASELINE:
                     raise EvalError(f"the baseline failed during warm-up: {type(err).__name__}: {err}") from err
@@ -581,15 +656,17 @@ def run_eval(
               dynamic_ncols=True) as bar:
         for index, sample, repeat, name in todo:
             bar.set_postfix_str(f"{name} on {sample.sample_id}", refresh=False)
-            error, generation = None, None
             try:
-                generation = methods[name].generate(inputs_for(index), _sampling(config, index, repeat))
+                rows = _run_method(methods[name], name, sample, lambda: inputs_for(index),
+                                   _sampling(config, index, repeat))
+                error = None
             except Exception as err:  # noqa: BLE001 - recorded with the sample; the run goes on
-                error = f"{type(err).__name__}: {err}"
-            record = _record(sample, index, name, repeat, benchmark.metric, generation, error)
-            log.append(record)
-            records.append(record)
-            newly_run += 1
+                rows, error = [(name, None)], f"{type(err).__name__}: {err}"
+            for row_name, generation in rows:  # a verdict method's own row comes last: resume keys on it
+                record = _record(sample, index, row_name, repeat, benchmark.metric, generation, error)
+                log.append(record)
+                records.append(record)
+                newly_run += 1
             bar.update(1)
 
     run = EvalRun(config=config, benchmark=benchmark, records=records, skipped=skipped,

@@ -1,0 +1,763 @@
+"""EAGLE-style feature drafter (EAGLE-1/2) built from the target's own layer classes.
+
+Architecture (per position i of the drafter's sequence):
+    x_i   = fc([embed(t_{i+1}) ; h_i])            fc: 2H -> H (optional LayerNorm on the 2H input first)
+    h'_i  = decoder_layer(x_i | drafter KV cache)  ONE layer of the target's own decoder-layer class
+    logits_i = lm_head(h'_i)                       the target's frozen LM head (or its draft-vocab rows)
+`h_i` is the target's last-layer hidden state (after the final norm) at position i and
+`t_{i+1}` the token that follows it; `h'_i` is the drafter's prediction of h_{i+1}, so
+logits_i is a distribution over t_{i+2}. While drafting, a node's input is its own token
+and the predicted hidden state of its parent. The embedding and LM head are the target's
+(shared by reference, frozen, never saved); only fc, the layer, the optional norm, the
+draft vocabulary (and a trained head copy, if asked for) belong to the drafter.
+
+The drafter's KV cache holds exactly the committed positions 0 .. len(committed) - 2 (those
+whose target hidden state is known). `begin` feeds the prompt, `update` queues the target
+hidden states of [pending, accepted path], and `propose` first feeds the queued positions
+(its last output is the root's prediction) and then drafts on top; every draft position is
+cropped from the cache before `propose` returns.
+
+Drafting shapes (`EagleConfig.tree`); `depth = min(k, config.depth)` (config.depth None:
+depth = k), where k is what the loop passes to `propose`:
+    "chain"   depth tokens, one drafter forward each. Greedy: argmax (point masses);
+              sampling: drawn from the warped draft distribution q, `probs` returned.
+    "static"  the rank paths of `static_paths` (see core/tree.static_tree) cut at depth;
+              one forward per level over the nodes that have children.
+    "dynamic" EAGLE-2: at each level expand the `top_k` children of the `top_k` frontier
+              nodes with the best path score (product of draft probabilities), for depth
+              levels; keep the best `total_tokens` nodes (ancestor-closed, parents first).
+Trees are always deterministic top-k choices (point masses, `probs=None`), which the
+lead's verifier accepts losslessly in greedy and sampling mode.
+Each level is ONE forward over the new nodes with a 4-D bool mask [1, 1, new, cache + new]
+(True = attend): every committed position, the node's ancestors among the cached draft
+nodes, and itself; position id = (committed positions - 1) + depth.
+
+Trimmed draft vocabulary (VocabTrim): with `draft_vocab` ([N] target ids, e.g. from
+`frequent_tokens`) the head is `lm_head.weight[draft_vocab]`, drafted ids map back to
+target ids and returned `probs` are scattered back to the full vocabulary.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.cache import cache_length, truncate_cache
+from ..core.drafter import Draft, DraftContext, Drafter, StepFeedback
+from ..core.sampling import warp_probs
+from ..core.tree import node_depths, static_tree
+from ..errors import DrafterMismatchError, InputError, ModelLoadError
+
+TREE_KINDS = ("chain", "static", "dynamic")
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+DRAFTER_KIND = "eagle"
+
+
+# ------------------------------------------------------------------ configuration
+@dataclass(frozen=True)
+class EagleConfig:
+    """How an EAGLE drafter is built and how it drafts. Validated at construction."""
+
+    tree: str = "dynamic"  # "chain" | "static" | "dynamic"
+    depth: int | None = None  # upper bound on draft depth; None = the loop's k alone decides
+    top_k: int = 8  # dynamic tree: children per expanded node and frontier size per level
+    total_tokens: int = 48  # dynamic tree: draft nodes kept (root excluded)
+    static_paths: tuple[tuple[int, ...], ...] | None = None  # static tree: rank paths, e.g. ((0,), (1,), (0, 0))
+    input_norm: bool = False  # LayerNorm over [embed ; hidden] before fc (SpecVLM's EagleVLM)
+    fc_bias: bool = True
+    trainable_head: bool = False  # with a draft vocabulary: train (and save) a copy of its head rows
+
+    def __post_init__(self) -> None:
+        if self.tree not in TREE_KINDS:
+            raise InputError(f"EagleConfig.tree must be one of {', '.join(TREE_KINDS)}; got {self.tree!r}.")
+        if self.depth is not None and not (_is_int(self.depth) and self.depth >= 1):
+            raise InputError(
+                f"EagleConfig.depth must be an integer >= 1 or None (use the loop's k); got {self.depth!r}."
+            )
+        if not (_is_int(self.top_k) and self.top_k >= 1):
+            raise InputError(f"EagleConfig.top_k must be an integer >= 1; got {self.top_k!r}.")
+        if not (_is_int(self.total_tokens) and self.total_tokens >= 1):
+            raise InputError(f"EagleConfig.total_tokens must be an integer >= 1; got {self.total_tokens!r}.")
+        for name in ("input_norm", "fc_bias", "trainable_head"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"EagleConfig.{name} must be True or False; got {getattr(self, name)!r}.")
+        if self.tree == "static":
+            if self.static_paths is None:
+                raise InputError(
+                    "EagleConfig(tree='static') needs static_paths, rank paths such as ((0,), (1,), (0, 0))."
+                )
+            paths = _normalise_paths(self.static_paths)
+            static_tree(paths)  # raises InputError on negative ranks, missing prefixes, empty trees
+            object.__setattr__(self, "static_paths", paths)
+        elif self.static_paths is not None:
+            raise InputError(f"static_paths only apply to tree='static'; this config has tree={self.tree!r}.")
+
+    def draft_depth(self, k: int) -> int:
+        """The depth actually drafted when the loop asks for k: min(k, depth)."""
+        return max(0, k if self.depth is None else min(k, self.depth))
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        if self.static_paths is not None:
+            data["static_paths"] = [list(p) for p in self.static_paths]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EagleConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"Unknown EagleConfig fields {unknown}; known fields: {', '.join(sorted(known))}.")
+        return cls(**data)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _normalise_paths(paths: Any) -> tuple[tuple[int, ...], ...]:
+    try:
+        normalised = tuple(tuple(p) for p in paths)
+    except TypeError:
+        raise InputError(
+            f"static tree paths must be a list of rank lists, e.g. [[0], [1], [0, 0]]; got {paths!r}."
+        ) from None
+    for p in normalised:
+        if not all(_is_int(r) for r in p):
+            raise InputError(f"static tree path {list(p)} must hold integer ranks (0 = most likely).")
+    return normalised
+
+
+# ----------------------------------------------------------- vocabulary trimming
+def frequent_tokens(
+    token_id_lists: Iterable[Sequence[int] | torch.Tensor], n: int, include: Iterable[int] = ()
+) -> torch.Tensor:
+    """[<= n] the n most frequent token ids over `token_id_lists` (e.g. target generations).
+
+    Ids in `include` (e.g. EOS) are always kept and counted first. Ties are broken by the
+    smaller id; fewer than n ids come back when fewer distinct ids occur.
+    """
+    if not _is_int(n) or n < 1:
+        raise InputError(f"frequent_tokens needs n >= 1 (the draft vocabulary size); got {n!r}.")
+    counts: collections.Counter = collections.Counter()
+    for ids in token_id_lists:
+        values = ids.flatten().tolist() if torch.is_tensor(ids) else list(ids)
+        counts.update(int(v) for v in values)
+    forced = list(dict.fromkeys(int(i) for i in include))
+    ranked = forced + [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if t not in set(forced)]
+    if not ranked:
+        raise InputError("frequent_tokens got no token ids; pass the token id lists of target generations.")
+    return torch.tensor(ranked[:n], dtype=torch.long)
+
+
+def validate_draft_vocab(draft_vocab: Any, vocab_size: int) -> torch.Tensor:
+    """[N] long tensor of distinct target ids in [0, vocab_size), or a clear InputError."""
+    try:
+        ids = torch.as_tensor(draft_vocab)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(
+            f"draft_vocab must be a list or 1-D tensor of token ids; got {type(draft_vocab).__name__}."
+        ) from None
+    if ids.dim() != 1:
+        raise InputError(f"draft_vocab must be 1-D (a list of token ids); got shape {tuple(ids.shape)}.")
+    if ids.numel() == 0:
+        raise InputError("draft_vocab is empty; pass at least one token id (e.g. frequent_tokens(generations, 4096)).")
+    if ids.is_floating_point() or ids.dtype == torch.bool or ids.is_complex():
+        raise InputError(f"draft_vocab must hold integer token ids; got dtype {ids.dtype}.")
+    ids = ids.long()
+    bad = ids[(ids < 0) | (ids >= vocab_size)]
+    if bad.numel():
+        raise InputError(
+            f"draft_vocab holds ids outside the target vocabulary [0, {vocab_size}): {bad[:5].tolist()}; "
+            "use ids of the target's tokenizer."
+        )
+    unique, counts = torch.unique(ids, return_counts=True)
+    if unique.numel() != ids.numel():
+        raise InputError(f"draft_vocab lists ids more than once: {unique[counts > 1][:5].tolist()}; each id once.")
+    return ids
+
+
+# --------------------------------------------------------------- fingerprinting
+def target_fingerprint(target) -> dict:
+    """What a drafter must agree on with its target (the embedding hash covers the float32 values)."""
+    model = target.model
+    text_config = model.config.get_text_config()
+    embed = model.get_input_embeddings().weight.detach()  # [vocab, H]
+    digest = hashlib.sha256()
+    flat = embed.to("cpu", torch.float32).contiguous().view(-1)
+    for chunk in flat.split(1 << 22):
+        digest.update(chunk.view(torch.uint8).numpy().tobytes())
+    return {
+        "architecture": type(model).__name__,
+        "model_type": getattr(model.config, "model_type", None),
+        "hidden_size": int(text_config.hidden_size),
+        "vocab_size": int(embed.shape[0]),
+        "num_layers": int(text_config.num_hidden_layers),
+        "embed_sha256": digest.hexdigest(),
+    }
+
+
+def _fingerprint_mismatch(saved: dict, actual: dict) -> list[str]:
+    """'field: drafter X vs target Y' for every fingerprint field that differs."""
+    return [
+        f"{key}: drafter {saved.get(key)!r} vs target {actual[key]!r}" for key in actual if saved.get(key) != actual[key]
+    ]
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """The target's modules a drafter uses by reference (never registered, never saved)."""
+
+    embed: nn.Module
+    head: nn.Module
+
+
+def _decoder_of(model) -> nn.Module:
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if decoder is None or not hasattr(decoder, "layers") or not hasattr(decoder, "rotary_emb"):
+        raise ModelLoadError(
+            f"{type(model).__name__}'s language model exposes no `layers` / `rotary_emb` through get_decoder(); "
+            "the EAGLE drafter needs a decoder-only language model with rotary position embeddings."
+        )
+    return decoder
+
+
+# ------------------------------------------------------------------------ drafter
+class EagleDrafter(nn.Module, Drafter):
+    """An EAGLE feature drafter: fc(2H -> H) + one target-family decoder layer + the target's LM head."""
+
+    needs_target_hidden = True
+
+    def __init__(self, target, config: EagleConfig = EagleConfig(), draft_vocab: Any = None) -> None:
+        """Build the modules for `target` (a vlmspec Target); weights as PyTorch initialises them
+        and fc = [0 | I]. Prefer `from_target` (seeded) or `from_pretrained` (trained weights)."""
+        nn.Module.__init__(self)
+        if not isinstance(config, EagleConfig):
+            raise InputError(f"config must be an EagleConfig; got {type(config).__name__}.")
+        self.config = config
+        model = target.model
+        decoder = _decoder_of(model)
+        text_config = model.config.get_text_config()
+        hidden = int(text_config.hidden_size)
+        param = next(model.parameters())
+        factory = dict(device=param.device, dtype=param.dtype)
+
+        # One-layer config of the target's family: full attention, explicit bool masks (sdpa).
+        layer_config = copy.deepcopy(text_config)
+        layer_config.num_hidden_layers = 1
+        if isinstance(getattr(layer_config, "layer_types", None), list):
+            layer_config.layer_types = layer_config.layer_types[-1:]
+        layer_config._attn_implementation = "sdpa"
+        self.layer_config = layer_config
+        self.hidden_size = hidden
+        self.target_vocab_size = int(model.get_output_embeddings().weight.shape[0])
+
+        self.fc = nn.Linear(2 * hidden, hidden, bias=config.fc_bias, **factory)
+        self.input_norm = nn.LayerNorm(2 * hidden, **factory) if config.input_norm else None
+        self.layer = type(decoder.layers[0])(layer_config, layer_idx=0).to(**factory)
+        self.rotary = type(decoder.rotary_emb)(config=layer_config).to(param.device)
+
+        if draft_vocab is not None:
+            ids = validate_draft_vocab(draft_vocab, self.target_vocab_size)  # [N] target ids
+            self.register_buffer("draft_vocab", ids.to(param.device))
+        else:
+            self.draft_vocab = None
+        if config.trainable_head and self.draft_vocab is None:
+            raise InputError(
+                "EagleConfig.trainable_head needs a draft_vocab (a trained copy of the full head is too big)."
+            )
+        self.head_weight = None
+        if config.trainable_head:
+            rows = model.get_output_embeddings().weight.detach()[self.draft_vocab]  # [N, H]
+            self.head_weight = nn.Parameter(rows.clone())
+        self.draft_vocab_size = self.target_vocab_size if self.draft_vocab is None else int(self.draft_vocab.shape[0])
+        self._check_shape_fits()
+        self._bind(target)
+        self.reset_fc()
+        self.eval()
+
+    # ----------------------------------------------------------------- building
+    @classmethod
+    def from_target(
+        cls,
+        target,
+        config: EagleConfig = EagleConfig(),
+        *,
+        draft_vocab: Any = None,
+        init_layer_from_target: bool = False,
+        seed: int = 0,
+    ) -> "EagleDrafter":
+        """An untrained drafter for `target`: fc = [0 | I] (passes the target feature through), the
+        decoder layer randomly initialised (seeded, global RNG untouched) or copied from the
+        target's last decoder layer."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            drafter = cls(target, config, draft_vocab=draft_vocab)
+        if init_layer_from_target:
+            last = _decoder_of(target.model).layers[-1]
+            drafter.layer.load_state_dict(last.state_dict())
+        return drafter
+
+    @torch.no_grad()
+    def reset_fc(self) -> None:
+        """fc = [0 | I], bias 0: the layer input starts as the target hidden state (well scaled)."""
+        self.fc.weight.zero_()
+        self.fc.weight[:, self.hidden_size :].copy_(torch.eye(self.hidden_size))
+        if self.fc.bias is not None:
+            self.fc.bias.zero_()
+
+    def _check_shape_fits(self) -> None:
+        config, vocab = self.config, self.draft_vocab_size
+        if config.tree == "dynamic" and config.top_k > vocab:
+            raise InputError(f"EagleConfig.top_k={config.top_k} exceeds the draft vocabulary ({vocab} tokens).")
+        if config.tree == "static":
+            worst = max(r for p in config.static_paths for r in p)
+            if worst >= vocab:
+                raise InputError(f"static tree rank {worst} does not exist in a draft vocabulary of {vocab} tokens.")
+
+    def _bind(self, target) -> None:
+        """Point the shared (frozen) embedding and LM head at `target`'s."""
+        self.target = target
+        self._shared = _Shared(target.model.get_input_embeddings(), target.model.get_output_embeddings())
+        self._head_rows = None
+        if self.draft_vocab is not None and self.head_weight is None:
+            self._head_rows = self._shared.head.weight.detach()[self.draft_vocab]  # [N, H] a small sliced copy
+
+    def with_config(self, config: EagleConfig) -> "EagleDrafter":
+        """A drafter sharing these weights but drafting with another config (tree shape, depth, ...)."""
+        fixed = ("input_norm", "fc_bias", "trainable_head")
+        if any(getattr(config, f) != getattr(self.config, f) for f in fixed):
+            raise InputError(f"with_config can only change how the drafter drafts, not {', '.join(fixed)}.")
+        clone = copy.copy(self)  # shallow: parameters stay shared
+        clone.config = config
+        clone._check_shape_fits()
+        return clone
+
+    # ------------------------------------------------------------ save / load
+    def fingerprint(self) -> dict:
+        return target_fingerprint(self.target)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write model.safetensors (drafter-only tensors) and config.json, each atomically."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {name: t.detach().to("cpu").contiguous() for name, t in self.state_dict().items()}
+        meta = {
+            "vlmspec_drafter": DRAFTER_KIND,
+            "format_version": FORMAT_VERSION,
+            "eagle": self.config.to_dict(),
+            "decoder_layer": type(self.layer).__name__,
+            "draft_vocab_size": None if self.draft_vocab is None else self.draft_vocab_size,
+            "target_fingerprint": self.fingerprint(),
+        }
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+        try:
+            save_file(tensors, str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
+            (staging / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+            if not directory.exists():
+                os.replace(staging, directory)
+            else:  # keep other files in the directory; replace ours one by one, config last
+                for name in (WEIGHTS_NAME, CONFIG_NAME):
+                    os.replace(staging / name, directory / name)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, target, config: EagleConfig | None = None) -> "EagleDrafter":
+        """Load a saved drafter for `target` (safetensors only). `config` may override how it drafts."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        if not config_path.is_file() or not weights_path.is_file():
+            raise ModelLoadError(
+                f"{directory} is not a saved EAGLE drafter (needs {CONFIG_NAME} and {WEIGHTS_NAME}); "
+                "create one with EagleDrafter.save_pretrained(dir)."
+            )
+        try:
+            meta = json.loads(config_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"Could not read {config_path}: {exc}.") from None
+        if not isinstance(meta, dict) or meta.get("vlmspec_drafter") != DRAFTER_KIND:
+            raise ModelLoadError(f"{config_path} does not describe a vlmspec EAGLE drafter.")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ModelLoadError(
+                f"{directory} uses drafter format {meta.get('format_version')!r}; this vlmspec reads {FORMAT_VERSION}."
+            )
+        saved_print = meta.get("target_fingerprint") or {}
+        actual = target_fingerprint(target)
+        differences = _fingerprint_mismatch(saved_print, actual)
+        if differences:
+            raise DrafterMismatchError(
+                f"The EAGLE drafter in {directory} was trained for another target ({'; '.join(differences)}). "
+                "Load it with the target checkpoint it was trained for, or build and train a drafter for this "
+                "target (EagleDrafter.from_target(target, ...))."
+            )
+        saved_config = EagleConfig.from_dict(meta["eagle"])
+        tensors = load_file(str(weights_path))
+        drafter = cls(target, saved_config, draft_vocab=tensors.get("draft_vocab"))
+        if type(drafter.layer).__name__ != meta.get("decoder_layer"):
+            raise DrafterMismatchError(
+                f"The drafter in {directory} holds a {meta.get('decoder_layer')} but the target's decoder layer is "
+                f"{type(drafter.layer).__name__}; train a drafter for this target."
+            )
+        missing, unexpected = drafter.load_state_dict(tensors, strict=False)
+        if missing or unexpected:
+            raise ModelLoadError(
+                f"{weights_path} does not match the drafter's parameters (missing {missing}, unexpected {unexpected})."
+            )
+        drafter.eval()
+        return drafter.with_config(config) if config is not None else drafter
+
+    def check_compatible(self, target) -> None:
+        if target is self.target:
+            return
+        differences = _fingerprint_mismatch(self.fingerprint(), target_fingerprint(target))
+        if differences:
+            raise DrafterMismatchError(
+                f"This EAGLE drafter belongs to another target ({'; '.join(differences)}); use it with the target "
+                "it was built for, or build a drafter for this target (EagleDrafter.from_target)."
+            )
+        self._bind(target)
+
+    # --------------------------------------------------------------- the model
+    def _input_states(
+        self, token_ids: torch.Tensor, target_hidden: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """Layer inputs for positions whose next token is token_ids.
+
+        token_ids [B, m] (t_{i+1}), target_hidden [B, m, H] (h_i: the target's, or while drafting
+        the parent's predicted one), positions [B, m] (i, absolute) -> [B, m, H].
+        Vision-aware drafters override this (positions tell where images are).
+        """
+        embedded = F.embedding(token_ids, self._shared.embed.weight.detach())  # [B, m, H]
+        joined = torch.cat([embedded.to(target_hidden.dtype), target_hidden], dim=-1)  # [B, m, 2H]
+        if self.input_norm is not None:
+            joined = self.input_norm(joined)
+        return self.fc(joined)
+
+    def _layer_forward(
+        self, inputs: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor, cache=None
+    ) -> torch.Tensor:
+        """inputs [B, m, H], position_ids [B, m], mask [B, 1, m, kv] bool (True = attend) -> [B, m, H]."""
+        position_embeddings = self.rotary(inputs, position_ids)
+        out = self.layer(
+            inputs,
+            attention_mask=mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=cache is not None,
+            position_embeddings=position_embeddings,
+        )
+        return out[0] if isinstance(out, tuple) else out
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [..., H] -> logits [..., draft_vocab_size] (the draft vocabulary's ids when trimmed)."""
+        head = self._shared.head
+        if self.draft_vocab is None:
+            return F.linear(hidden, head.weight.detach(), None if head.bias is None else head.bias.detach())
+        weight = self.head_weight if self.head_weight is not None else self._head_rows
+        bias = None if head.bias is None else head.bias.detach()[self.draft_vocab]
+        return F.linear(hidden, weight, bias)
+
+    def forward_train(
+        self, input_embeds_ids: torch.Tensor, target_hidden: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced pass over whole sequences (no cache), for distillation.
+
+        input_embeds_ids [B, T]: the token FOLLOWING each position, i.e. ids[:, 1:] of the
+            sequence whose target hidden states are given (t_{i+1} at position i);
+        target_hidden [B, T, H]: the target's last-layer states (post final norm) h_i at
+            positions 0 .. T-1, i.e. hidden_states[-1][:, :-1];
+        attention_mask [B, T]: 1 = real token, 0 = padding (left or right); None = all real.
+        Returns draft_hidden [B, T, H] (predictions of h_{i+1}: regress onto
+        hidden_states[-1][:, 1:]) and draft_logits [B, T, V'] (predictions of t_{i+2}; V' is
+        the draft vocabulary when trimmed, whose column j is target id draft_vocab[j]).
+        Gradients reach fc, the layer and the norm (and a trainable head), never the
+        target's embedding or head.
+        """
+        batch, length = input_embeds_ids.shape
+        if target_hidden.shape[:2] != (batch, length):
+            raise InputError(
+                f"forward_train: target_hidden {tuple(target_hidden.shape)} must be [B, T, H] with "
+                f"[B, T] = {tuple(input_embeds_ids.shape)}."
+            )
+        device = target_hidden.device
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, length, dtype=torch.long, device=device)
+        real = attention_mask.bool()  # [B, T]
+        position_ids = (real.long().cumsum(-1) - 1).clamp_min(0)  # [B, T]
+        causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()  # [T, T]
+        mask = causal[None] & real[:, None, :]  # [B, T, T] attend to earlier real tokens
+        mask = mask | torch.eye(length, dtype=torch.bool, device=device)[None]  # padding rows see themselves
+        inputs = self._input_states(input_embeds_ids, target_hidden, position_ids)  # [B, T, H]
+        draft_hidden = self._layer_forward(inputs, position_ids, mask[:, None])  # [B, T, H]
+        return draft_hidden, self._logits(draft_hidden)
+
+    def forward(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """nn.Module entry point (for training wrappers such as DDP): `forward_train`."""
+        return self.forward_train(*args, **kwargs)
+
+    # ---------------------------------------------------------- drafter hooks
+    @torch.inference_mode()
+    def begin(self, context: DraftContext) -> None:
+        super().begin(context)
+        if context.target is not self.target:
+            self.check_compatible(context.target)
+        state = context.state
+        if state.prompt_hidden is None:
+            raise RuntimeError("EagleDrafter needs the target's hidden states: prefill with need_hidden=True.")
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache()  # one plain full-attention layer, created on first update
+        prompt = state.prompt_ids  # [1, P]
+        hidden = state.prompt_hidden  # [1, P, H]
+        self._pending = hidden[:, :0]  # [1, 0, H] target states not yet fed (their next token is known)
+        self._root = None
+        self._feed(prompt[:, 1:], hidden[:, :-1])  # positions 0 .. P-2
+        self._pending = hidden[:, -1:]  # h_{P-1}: its next token is the first generated one
+
+    def update(self, feedback: StepFeedback) -> None:
+        if feedback.target_hidden is None:
+            raise RuntimeError("EagleDrafter.update needs feedback.target_hidden (needs_target_hidden is True).")
+        self._pending = torch.cat([self._pending, feedback.target_hidden.to(self._pending.dtype)], dim=1)
+        self._root = None
+
+    def end(self) -> None:
+        self.cache = None
+        self._pending = None
+        self._root = None
+
+    @torch.inference_mode()
+    def propose(self, committed: torch.Tensor, k: int) -> Draft:
+        depth = self.config.draft_depth(k)
+        if depth == 0:
+            return Draft.empty(committed.device)
+        root_hidden, root_logits = self._catch_up(committed)  # [1, 1, H], [V']
+        committed_positions = cache_length(self.cache)
+        try:
+            if self.config.tree == "chain":
+                return self._draft_chain(root_hidden, root_logits, depth)
+            if self.config.tree == "static":
+                return self._draft_static(root_hidden, root_logits, depth)
+            return self._draft_dynamic(root_hidden, root_logits, depth)
+        finally:
+            truncate_cache(self.cache, committed_positions)  # drop every draft position
+
+    # ----------------------------------------------------------- cache feeding
+    def _feed(self, next_ids: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:
+        """Append committed positions: next_ids [1, m], hidden [1, m, H] -> outputs [1, m, H]."""
+        m = next_ids.shape[1]
+        if m == 0:
+            return None
+        start = cache_length(self.cache)
+        positions = torch.arange(start, start + m, device=hidden.device)[None]  # [1, m]
+        mask = torch.ones(1, 1, m, start + m, dtype=torch.bool, device=hidden.device)
+        mask[0, 0, :, start:] = torch.ones(m, m, dtype=torch.bool, device=hidden.device).tril()
+        inputs = self._input_states(next_ids, hidden, positions)  # [1, m, H]
+        return self._layer_forward(inputs, positions, mask, self.cache)
+
+    def _catch_up(self, committed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed queued target states so the cache holds positions 0 .. len(committed) - 2.
+
+        Returns the root's predicted hidden state [1, 1, H] and draft logits [V'].
+        """
+        start = cache_length(self.cache)
+        needed = committed.shape[0] - 1 - start  # positions still to feed
+        if needed < 0 or needed > self._pending.shape[1]:
+            raise RuntimeError(
+                f"EagleDrafter out of step: {start} cached + {self._pending.shape[1]} queued positions for "
+                f"{committed.shape[0]} committed tokens (call begin/update as the loop does)."
+            )
+        if needed == 0:
+            if self._root is None:
+                raise RuntimeError("EagleDrafter has no root state; call begin() before propose().")
+            return self._root
+        next_ids = committed[start + 1 : start + 1 + needed][None]  # [1, needed]
+        outputs = self._feed(next_ids, self._pending[:, :needed])  # [1, needed, H]
+        self._pending = self._pending[:, needed:]
+        root_hidden = outputs[:, -1:]  # [1, 1, H] predicted state of the pending token
+        self._root = (root_hidden, self._logits(root_hidden[0, 0]).float())
+        return self._root
+
+    # ------------------------------------------------------------ tree drafting
+    def _draft_chain(self, root_hidden, root_logits, depth: int) -> Draft:
+        sampling, generator = self.context.sampling, self.context.generator
+        if sampling.greedy:
+            return self._draft_static(root_hidden, root_logits, depth, paths=[[0] * d for d in range(1, depth + 1)])
+        tree = _DraftTree(self, root_hidden)
+        logits, parent, probs = root_logits, -1, []
+        for step in range(depth):
+            q = warp_probs(logits, sampling)  # [V'] the draft distribution
+            token = int(torch.multinomial(q, 1, generator=generator))
+            parent = tree.add(token, parent, 0.0)
+            probs.append(q)
+            if step + 1 < depth:
+                logits = tree.expand([parent])[0]
+        draft_ids = torch.tensor(tree.tokens, dtype=torch.long, device=root_logits.device)  # [depth]
+        q_full = self._to_full_probs(torch.stack(probs))  # [depth, vocab]
+        return Draft(self._to_target_ids(draft_ids), q_full, None)
+
+    def _draft_static(self, root_hidden, root_logits, depth: int, paths=None) -> Draft:
+        parents, ranks = static_tree(paths if paths is not None else self.config.static_paths)
+        depths = node_depths(parents)
+        keep = int((depths <= depth).sum())  # nodes are sorted by depth
+        parents, ranks, depths = parents[:keep].tolist(), ranks[:keep].tolist(), depths[:keep].tolist()
+        tree = _DraftTree(self, root_hidden)
+        wanted = min(max(ranks) + 1, self.draft_vocab_size) if ranks else 1
+        ranked = {-1: root_logits.topk(wanted).indices}  # parent -> its candidates, best first
+        for level in range(1, depth + 1):
+            nodes = [i for i in range(keep) if depths[i] == level]
+            if not nodes:
+                break
+            if level > 1:
+                expand = sorted({parents[i] for i in nodes})
+                for parent, logits in zip(expand, tree.expand(expand)):
+                    ranked[parent] = logits.topk(wanted).indices
+            for i in nodes:
+                tree.add(int(ranked[parents[i]][ranks[i]]), parents[i], 0.0)  # node index == i
+        return self._finish(tree, list(range(len(tree.tokens))), chain=paths is not None, device=root_logits.device)
+
+    def _draft_dynamic(self, root_hidden, root_logits, depth: int) -> Draft:
+        top_k = self.config.top_k
+        tree = _DraftTree(self, root_hidden)
+        log_probs = root_logits.log_softmax(-1)  # [V']
+        values, ids = log_probs.topk(top_k)
+        frontier = [tree.add(int(t), -1, float(v)) for v, t in zip(values, ids)]
+        for _ in range(depth - 1):
+            logits = tree.expand(frontier)  # [f, V']
+            values, ids = logits.log_softmax(-1).topk(top_k, dim=-1)  # [f, top_k]
+            candidates = []
+            for row, parent in enumerate(frontier):
+                for v, t in zip(values[row].tolist(), ids[row].tolist()):
+                    candidates.append(tree.add(t, parent, tree.scores[parent] + v))
+            best = sorted(candidates, key=lambda n: -tree.scores[n])[:top_k]  # stable: ties keep creation order
+            frontier = sorted(best)
+        # Path scores never grow along a path, and a stable sort keeps parents before their
+        # equally scored children: the kept set is closed under ancestors.
+        kept = sorted(range(len(tree.tokens)), key=lambda n: -tree.scores[n])[: self.config.total_tokens]
+        return self._finish(tree, sorted(kept), chain=False, device=root_logits.device)
+
+    def _finish(self, tree: "_DraftTree", kept: list[int], chain: bool, device) -> Draft:
+        """Draft of the kept nodes (ascending creation order: parents first), target ids."""
+        index = {node: i for i, node in enumerate(kept)}
+        parents = torch.tensor([index[tree.parents[n]] if tree.parents[n] >= 0 else -1 for n in kept], dtype=torch.long)
+        draft_ids = torch.tensor([tree.tokens[n] for n in kept], dtype=torch.long, device=device)  # [n]
+        return Draft(self._to_target_ids(draft_ids), None, None if chain else parents.to(device))
+
+    def _to_target_ids(self, draft_ids: torch.Tensor) -> torch.Tensor:
+        return draft_ids if self.draft_vocab is None else self.draft_vocab[draft_ids]
+
+    def _to_full_probs(self, probs: torch.Tensor) -> torch.Tensor:
+        """probs [n, V'] over the draft vocabulary -> [n, vocab] over the target's."""
+        if self.draft_vocab is None:
+            return probs
+        full = probs.new_zeros(probs.shape[0], self.target_vocab_size)
+        full[:, self.draft_vocab] = probs
+        return full
+
+
+class _DraftTree:
+    """Draft nodes of one `propose`, and the drafter forwards over them on top of the cache.
+
+    Node i: tokens[i] (draft-vocab id), parents[i] (-1 = child of the root), scores[i] (log
+    path probability), depth. `expand(nodes)` feeds the nodes (all at one depth) in ONE
+    forward with a tree mask and returns their draft logits [m, V'].
+    """
+
+    def __init__(self, drafter: EagleDrafter, root_hidden: torch.Tensor) -> None:
+        self.drafter = drafter
+        self.root_hidden = root_hidden  # [1, 1, H]
+        self.committed_positions = cache_length(drafter.cache)
+        self.tokens: list[int] = []
+        self.parents: list[int] = []
+        self.scores: list[float] = []
+        self.depths: list[int] = []
+        self.ancestors: list[frozenset[int]] = []
+        self.slots: list[int] = []  # node held at each draft position of the cache
+        self.outputs: dict[int, torch.Tensor] = {}  # node -> predicted hidden [H]
+
+    def add(self, token: int, parent: int, score: float) -> int:
+        node = len(self.tokens)
+        self.tokens.append(token)
+        self.parents.append(parent)
+        self.scores.append(score)
+        self.depths.append(1 if parent < 0 else self.depths[parent] + 1)
+        self.ancestors.append(frozenset() if parent < 0 else self.ancestors[parent] | {parent})
+        return node
+
+    def expand(self, nodes: list[int]) -> torch.Tensor:
+        drafter, device = self.drafter, self.root_hidden.device
+        m, cached = len(nodes), len(self.slots)
+        parent_hidden = torch.stack([
+            self.root_hidden[0, 0] if self.parents[n] < 0 else self.outputs[self.parents[n]] for n in nodes
+        ])[None]  # [1, m, H]
+        token_ids = torch.tensor([self.tokens[n] for n in nodes], device=device)
+        token_ids = drafter._to_target_ids(token_ids)[None]  # [1, m] target ids for the embedding
+        positions = torch.tensor(
+            [self.committed_positions - 1 + self.depths[n] for n in nodes], device=device
+        )[None]  # [1, m]
+        mask = torch.zeros(1, 1, m, self.committed_positions + cached + m, dtype=torch.bool, device=device)
+        mask[..., : self.committed_positions] = True
+        for row, node in enumerate(nodes):
+            for col, slot_node in enumerate(self.slots):
+                if slot_node in self.ancestors[node]:
+                    mask[0, 0, row, self.committed_positions + col] = True
+            mask[0, 0, row, self.committed_positions + cached + row] = True
+        inputs = drafter._input_states(token_ids, parent_hidden, positions)  # [1, m, H]
+        outputs = drafter._layer_forward(inputs, positions, mask, drafter.cache)  # [1, m, H]
+        self.slots.extend(nodes)
+        for row, node in enumerate(nodes):
+            self.outputs[node] = outputs[0, row]
+        return drafter._logits(outputs[0]).float()  # [m, V']
+
+
+# ------------------------------------------------------------------ spec string
+def eagle_from_spec(argument: str | None, target) -> EagleDrafter:
+    """'eagle:PATH' or 'eagle:PATH?tree=dynamic&depth=6&top_k=8&total_tokens=48' (overrides how it drafts)."""
+    if not argument:
+        raise InputError("'eagle:' needs the directory of a saved drafter, e.g. eagle:/path/to/drafter.")
+    path, _, query = argument.partition("?")
+    if query and Path(argument).exists():
+        path, query = argument, ""
+    drafter = EagleDrafter.from_pretrained(path, target)
+    if not query:
+        return drafter
+    overrides: dict[str, Any] = {}
+    for item in query.split("&"):
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("tree", "depth", "top_k", "total_tokens"):
+            raise InputError(
+                f"'eagle:{argument}': options are tree=chain|dynamic, depth=N, top_k=N, total_tokens=N "
+                f"joined by '&'; got {item!r}."
+            )
+        if key == "tree":
+            overrides[key] = value
+        elif value.isdigit():
+            overrides[key] = int(value)
+        else:
+            raise InputError(f"'eagle:{argument}': {key} needs a positive integer, got {value!r}.")
+    fields = drafter.config.to_dict()
+    fields.update(overrides)
+    if fields["tree"] != "static":
+        fields["static_paths"] = None
+    return drafter.with_config(EagleConfig.from_dict(fields))
