@@ -9,6 +9,7 @@ from typing import Callable
 
 from ..core.drafter import Drafter
 from ..errors import InputError
+from .eagle import eagle_from_spec
 from .model import ModelDrafter
 from .prompt_lookup import NoDrafter, PromptLookupConfig, PromptLookupDrafter
 
@@ -59,4 +60,4 @@ def _model(argument: str | None, target) -> Drafter:
 register_drafter("none", lambda argument, target: NoDrafter())
 register_drafter("prompt-lookup", _prompt_lookup)
 register_drafter("model", _model)
-register_drafter("eagle", lambda argument, target: __import__("vlmspec.drafters.eagle", fromlist=["eagle_from_spec"]).eagle_from_spec(argument, target))
+register_drafter("eagle", eagle_from_spec)
