@@ -124,8 +124,8 @@ def test_the_chi_square_test_catches_a_wrong_residual(setup, monkeypatch):
             q = float(draft_probs[i, token])
             if float(torch.rand((), generator=generator)) * q < float(target_probs[i, token]):
                 continue
-            return Acceptance(i, sample_token(target_probs[i], generator))  # the bug
-        return Acceptance(len(draft_tokens), sample_token(target_probs[-1], generator))
+            return Acceptance(list(range(i)), sample_token(target_probs[i], generator))  # the bug
+        return Acceptance(list(range(len(draft_tokens))), sample_token(target_probs[-1], generator))
 
     monkeypatch.setattr(loop_module, "verify_sampling", wrong_verify_sampling)
     target, image, expected, bad_drafter = setup
