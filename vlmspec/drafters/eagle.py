@@ -242,6 +242,8 @@ class EagleDrafter(nn.Module, Drafter):
     """An EAGLE feature drafter: fc(2H -> H) + one target-family decoder layer + the target's LM head."""
 
     needs_target_hidden = True
+    drafter_kind = DRAFTER_KIND  # "vlmspec_drafter" in config.json (subclasses: their own kind)
+    config_class = EagleConfig  # the config dataclass from_pretrained reads back (subclasses: theirs)
 
     def __init__(self, target, config: EagleConfig = EagleConfig(), draft_vocab: Any = None) -> None:
         """Build the modules for `target` (a vlmspec Target); weights as PyTorch initialises them
@@ -360,7 +362,7 @@ class EagleDrafter(nn.Module, Drafter):
         directory.parent.mkdir(parents=True, exist_ok=True)
         tensors = {name: t.detach().to("cpu").contiguous() for name, t in self.state_dict().items()}
         meta = {
-            "vlmspec_drafter": DRAFTER_KIND,
+            "vlmspec_drafter": self.drafter_kind,
             "format_version": FORMAT_VERSION,
             "eagle": self.config.to_dict(),
             "decoder_layer": type(self.layer).__name__,
@@ -397,8 +399,12 @@ class EagleDrafter(nn.Module, Drafter):
             meta = json.loads(config_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelLoadError(f"Could not read {config_path}: {exc}.") from None
-        if not isinstance(meta, dict) or meta.get("vlmspec_drafter") != DRAFTER_KIND:
-            raise ModelLoadError(f"{config_path} does not describe a vlmspec EAGLE drafter.")
+        if not isinstance(meta, dict) or meta.get("vlmspec_drafter") != cls.drafter_kind:
+            raise ModelLoadError(
+                f"{config_path} does not describe a vlmspec {cls.drafter_kind!r} drafter "
+                f"(it holds {meta.get('vlmspec_drafter') if isinstance(meta, dict) else None!r}); "
+                "load it with its own kind."
+            )
         if meta.get("format_version") != FORMAT_VERSION:
             raise ModelLoadError(
                 f"{directory} uses drafter format {meta.get('format_version')!r}; this vlmspec reads {FORMAT_VERSION}."
@@ -412,7 +418,7 @@ class EagleDrafter(nn.Module, Drafter):
                 "Load it with the target checkpoint it was trained for, or build and train a drafter for this "
                 "target (EagleDrafter.from_target(target, ...))."
             )
-        saved_config = EagleConfig.from_dict(meta["eagle"])
+        saved_config = cls.config_class.from_dict(meta["eagle"])
         tensors = load_file(str(weights_path))
         drafter = cls(target, saved_config, draft_vocab=tensors.get("draft_vocab"))
         if type(drafter.layer).__name__ != meta.get("decoder_layer"):
@@ -438,6 +444,11 @@ class EagleDrafter(nn.Module, Drafter):
                 "it was built for, or build a drafter for this target (EagleDrafter.from_target)."
             )
         self._bind(target)
+
+    def _fed_positions(self) -> int:
+        """How many target positions (0 .. n-1) have been fed into the cache. Here every position
+        is one cache slot; drafters that replace image positions keep their own count."""
+        return cache_length(self.cache)
 
     # --------------------------------------------------------------- the model
     def _input_states(
@@ -581,7 +592,7 @@ class EagleDrafter(nn.Module, Drafter):
 
         Returns the root's predicted hidden state [1, 1, H] and draft logits [V'].
         """
-        start = cache_length(self.cache)
+        start = self._fed_positions()
         needed = committed.shape[0] - 1 - start  # positions still to feed
         if needed < 0 or needed > self._pending.shape[1]:
             raise RuntimeError(
@@ -687,7 +698,8 @@ class _DraftTree:
     def __init__(self, drafter: EagleDrafter, root_hidden: torch.Tensor) -> None:
         self.drafter = drafter
         self.root_hidden = root_hidden  # [1, 1, H]
-        self.committed_positions = cache_length(drafter.cache)
+        self.committed_slots = cache_length(drafter.cache)  # cache entries before the draft nodes
+        self.committed_positions = drafter._fed_positions()  # target positions they cover
         self.tokens: list[int] = []
         self.parents: list[int] = []
         self.scores: list[float] = []
@@ -716,13 +728,13 @@ class _DraftTree:
         positions = torch.tensor(
             [self.committed_positions - 1 + self.depths[n] for n in nodes], device=device
         )[None]  # [1, m]
-        mask = torch.zeros(1, 1, m, self.committed_positions + cached + m, dtype=torch.bool, device=device)
-        mask[..., : self.committed_positions] = True
+        mask = torch.zeros(1, 1, m, self.committed_slots + cached + m, dtype=torch.bool, device=device)
+        mask[..., : self.committed_slots] = True
         for row, node in enumerate(nodes):
             for col, slot_node in enumerate(self.slots):
                 if slot_node in self.ancestors[node]:
-                    mask[0, 0, row, self.committed_positions + col] = True
-            mask[0, 0, row, self.committed_positions + cached + row] = True
+                    mask[0, 0, row, self.committed_slots + col] = True
+            mask[0, 0, row, self.committed_slots + cached + row] = True
         inputs = drafter._input_states(token_ids, parent_hidden, positions)  # [1, m, H]
         outputs = drafter._layer_forward(inputs, positions, mask, drafter.cache)  # [1, m, H]
         self.slots.extend(nodes)
@@ -732,14 +744,17 @@ class _DraftTree:
 
 
 # ------------------------------------------------------------------ spec string
-def eagle_from_spec(argument: str | None, target) -> EagleDrafter:
-    """'eagle:PATH' or 'eagle:PATH?tree=dynamic&depth=6&top_k=8&total_tokens=48' (overrides how it drafts)."""
+def eagle_from_spec(argument: str | None, target, cls: type | None = None) -> EagleDrafter:
+    """'eagle:PATH' or 'eagle:PATH?tree=dynamic&depth=6&top_k=8&total_tokens=48' (overrides how it drafts).
+    `cls`: an EagleDrafter subclass to load instead (its `drafter_kind` names the spec prefix)."""
+    cls = cls or EagleDrafter
+    kind = cls.drafter_kind
     if not argument:
-        raise InputError("'eagle:' needs the directory of a saved drafter, e.g. eagle:/path/to/drafter.")
+        raise InputError(f"'{kind}:' needs the directory of a saved drafter, e.g. {kind}:/path/to/drafter.")
     path, _, query = argument.partition("?")
     if query and Path(argument).exists():
         path, query = argument, ""
-    drafter = EagleDrafter.from_pretrained(path, target)
+    drafter = cls.from_pretrained(path, target)
     if not query:
         return drafter
     overrides: dict[str, Any] = {}
@@ -747,7 +762,7 @@ def eagle_from_spec(argument: str | None, target) -> EagleDrafter:
         key, sep, value = item.partition("=")
         if not sep or key not in ("tree", "depth", "top_k", "total_tokens"):
             raise InputError(
-                f"'eagle:{argument}': options are tree=chain|dynamic, depth=N, top_k=N, total_tokens=N "
+                f"'{kind}:{argument}': options are tree=chain|dynamic, depth=N, top_k=N, total_tokens=N "
                 f"joined by '&'; got {item!r}."
             )
         if key == "tree":
@@ -755,9 +770,9 @@ def eagle_from_spec(argument: str | None, target) -> EagleDrafter:
         elif value.isdigit():
             overrides[key] = int(value)
         else:
-            raise InputError(f"'eagle:{argument}': {key} needs a positive integer, got {value!r}.")
+            raise InputError(f"'{kind}:{argument}': {key} needs a positive integer, got {value!r}.")
     fields = drafter.config.to_dict()
     fields.update(overrides)
     if fields["tree"] != "static":
         fields["static_paths"] = None
-    return drafter.with_config(EagleConfig.from_dict(fields))
+    return drafter.with_config(cls.config_class.from_dict(fields))

@@ -10,6 +10,9 @@ from typing import Callable
 from ..core.drafter import Drafter
 from ..errors import InputError
 from .eagle import eagle_from_spec
+from .msd import msd_from_spec
+from .specvlm import specvlm_from_spec
+from .vispec import vispec_from_spec
 from .model import ModelDrafter
 from .prompt_lookup import NoDrafter, PromptLookupConfig, PromptLookupDrafter
 
@@ -61,3 +64,6 @@ register_drafter("none", lambda argument, target: NoDrafter())
 register_drafter("prompt-lookup", _prompt_lookup)
 register_drafter("model", _model)
 register_drafter("eagle", eagle_from_spec)
+register_drafter("vispec", vispec_from_spec)
+register_drafter("msd", msd_from_spec)
+register_drafter("specvlm", specvlm_from_spec)
