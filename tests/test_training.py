@@ -1,0 +1,346 @@
+"""Drafter training: losses, resume, tau after training, bad data, curriculum, config, CLI.
+
+All runs use the session's tiny random LLaVA targets on the CPU, single-threaded, with
+JSON-lines data written into tmp folders; the whole file takes well under two minutes on
+two loaded cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+
+from vlmspec import Target
+from vlmspec.errors import InputError
+from vlmspec.training import (
+    BadSampleError,
+    CurriculumConfig,
+    CurriculumSampler,
+    DataConfig,
+    DataReport,
+    EagleAdapter,
+    Trainer,
+    TrainConfig,
+    build_adapter,
+)
+from vlmspec.training.cli import add_train_parser, run_train_command
+from vlmspec.training.data import collate, load_source, tokenize_samples
+from vlmspec.training.config import SourceConfig
+from vlmspec.training.losses import expected_tau, gumbel_softmax_select
+
+from conftest import random_image
+
+WORDS = ["abc", "xyz", "hello", "ping", "foo"]
+
+
+def write_jsonl(path, rows) -> str:
+    with open(path, "w") as handle:
+        for row in rows:
+            handle.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train_data")
+    for i, (w, h) in enumerate([(40, 60), (90, 20), (30, 30)]):
+        random_image(i, w, h).save(folder / f"{i}.png")
+    rows = [
+        {"id": f"r{i}", "image": f"{i % 3}.png" if i % 2 else None, "prompt": f"Say {WORDS[i % 5]} {i}",
+         "response": f"{WORDS[i % 5]} " * 4}
+        for i in range(8)
+    ]
+    write_jsonl(folder / "train.jsonl", rows)
+    return folder
+
+
+def base_config(target_path, output_dir, data_dir, **changes) -> TrainConfig:
+    data = {"target": str(target_path), "output_dir": str(output_dir), "progress_bar": False, "log_every": 1,
+            "checkpoint_every": 0, "eval": {"num_prompts": 0},
+            "data": {"sources": [{"kind": "jsonl", "path": str(data_dir / "train.jsonl")}]}}
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return TrainConfig.from_dict(data)
+
+
+# ------------------------------------------------------------------ losses
+def test_loss_decreases_on_a_fixed_batch_and_parts_are_weighted(tiny_llava_path, data_dir, tmp_path):
+    """4 samples, batch 4: every step sees the same batch; no noise, so the loss must fall."""
+    rows = [json.loads(line) for line in open(data_dir / "train.jsonl")][:4]
+    path = write_jsonl(tmp_path / "fixed.jsonl", [{**r, "image": r["image"] and str(data_dir / r["image"])} for r in rows])
+    config = base_config(
+        tiny_llava_path, tmp_path / "out", data_dir, batch_size=4, max_steps=8,
+        data={"sources": [{"kind": "jsonl", "path": path}]},
+        loss={"w_ce": 0.3, "w_feat": 2.0, "input_noise": 0.0}, optim={"lr": 1e-3},
+    )
+    history = Trainer(config).train().history
+    assert [r["step"] for r in history] == list(range(1, 9))
+    for record in history:
+        assert math.isfinite(record["ce"]) and math.isfinite(record["feat"]) and record["ce"] > 0 and record["feat"] > 0
+        assert record["loss"] == pytest.approx(0.3 * record["ce"] + 2.0 * record["feat"], rel=1e-5)
+        assert 0.0 <= record["top1"] <= 1.0
+    assert history[-1]["loss"] < 0.9 * history[0]["loss"]
+    assert history[-1]["ce"] < history[0]["ce"] and history[-1]["feat"] < history[0]["feat"]
+
+
+def test_training_time_test_steps_are_weighted_by_decay(tiny_llava_path, data_dir, tmp_path):
+    config = base_config(tiny_llava_path, tmp_path / "out", data_dir, batch_size=2, max_steps=1,
+                         loss={"ttt_steps": 2, "ttt_decay": 0.5, "w_ce": 0.1, "w_feat": 1.0})
+    record = Trainer(config).train().history[0]
+    expected = sum(0.5**k * (0.1 * record[f"ce{s}"] + record[f"feat{s}"]) for k, s in enumerate(["", "@1", "@2"]))
+    assert record["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_teacher_batch_equals_single_forwards(tiny_llava_next_path, data_dir, tmp_path):
+    """Right padding + padded LLaVA-NeXT patches: each row's states equal its own forward."""
+    config = base_config(tiny_llava_next_path, tmp_path / "out", data_dir, max_steps=1)
+    trainer = Trainer(config).setup()
+    samples = trainer.pools["all"][:5]
+    assert any(s.has_images for s in samples) and any(not s.has_images for s in samples)
+    batch = collate(samples, trainer.target)
+    teacher = trainer.teacher(batch)
+    for row, sample in enumerate(samples):
+        alone = trainer.teacher(collate([sample], trainer.target))
+        n = len(sample.input_ids)
+        torch.testing.assert_close(teacher.hidden[row, :n], alone.hidden[0], atol=1e-4, rtol=1e-4)
+        assert [f.shape for f in teacher.image_features[row]] == [f.shape for f in alone.image_features[0]]
+        assert teacher.image_spans[row] == alone.image_spans[0]
+
+
+def test_gumbel_select_and_expected_tau():
+    logits = torch.tensor([[0.0, 5.0, 0.0], [3.0, 0.0, 0.0]], requires_grad=True)
+    weights = gumbel_softmax_select(logits, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(weights.detach().sum(-1), torch.ones(2)) and set(weights.detach().flatten().tolist()) <= {0.0, 1.0}
+    (weights * torch.arange(3.0)).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0  # straight-through gradients
+    assert expected_tau(0.8, 5) == pytest.approx(3.69, abs=0.01) and expected_tau(0.0, 5) == 1.0
+
+
+# ------------------------------------------------------------------ resume
+def test_resume_reproduces_the_uninterrupted_run(tiny_llava_path, data_dir, tmp_path):
+    changes = dict(batch_size=2, grad_accum=2, seed=3, checkpoint_every=3,
+                   loss={"ttt_steps": 1, "input_noise": 0.2},
+                   data={"sources": [{"kind": "jsonl", "path": str(data_dir / "train.jsonl")}],
+                         "curriculum": {"text_only_steps": 2, "ramp_steps": 3}})
+    straight = Trainer(base_config(tiny_llava_path, tmp_path / "a", data_dir, max_steps=6, **changes)).train().history
+    Trainer(base_config(tiny_llava_path, tmp_path / "b", data_dir, max_steps=3, **changes)).train()
+    checkpoints = tmp_path / "b" / "checkpoints"
+    assert (checkpoints / "latest").read_text().strip() == "step-00000003"
+    assert not list(checkpoints.glob(".*.tmp"))
+    resumed = Trainer(base_config(tiny_llava_path, tmp_path / "b", data_dir, max_steps=6, resume="latest", **changes))
+    history = resumed.train().history
+    keys = ("loss", "ce", "feat", "ce@1", "feat@1", "top1", "multimodal_share")
+    assert [r["step"] for r in history] == [4, 5, 6]
+    assert [[r[k] for k in keys] for r in history] == [[r[k] for k in keys] for r in straight[3:]]
+    logged = [json.loads(line)["step"] for line in open(tmp_path / "b" / "metrics.jsonl")]
+    assert logged == [1, 2, 3, 4, 5, 6]
+    from safetensors.torch import load_file
+
+    final_a = load_file(str(tmp_path / "a" / "drafter" / "model.safetensors"))
+    final_b = load_file(str(tmp_path / "b" / "drafter" / "model.safetensors"))
+    assert final_a.keys() == final_b.keys() and all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+# ------------------------------------------------------------------ tau
+def test_tau_after_short_training_beats_the_untrained_drafter(tiny_llava_path, tmp_path):
+    """Self-distilled responses of the target to short prompts of one narrow form ("<word> <number>");
+    tau on held-out prompts of the same form (unseen numbers). Deterministic (seeded, CPU)."""
+    rows = lambda ids, tag: [{"id": f"{tag}{i}", "prompt": f"{WORDS[i % 5]} {i}"} for i in ids]  # noqa: E731
+    train_path = write_jsonl(tmp_path / "train.jsonl", rows(range(120), "t"))
+    val_path = write_jsonl(tmp_path / "val.jsonl", rows(range(200, 208), "v"))
+    config = TrainConfig.from_dict({
+        "target": str(tiny_llava_path), "output_dir": str(tmp_path / "out"), "seed": 0, "progress_bar": False,
+        "data": {"sources": [{"kind": "jsonl", "path": train_path}], "self_distill": {"enabled": True, "max_new_tokens": 32}},
+        "eval": {"num_prompts": 8, "source": {"kind": "jsonl", "path": val_path}, "max_new_tokens": 32, "draft_length": 4},
+        "optim": {"lr": 1e-3}, "loss": {"input_noise": 0.0}, "max_steps": 300, "batch_size": 8,
+        "log_every": 50, "checkpoint_every": 0,
+    })
+    trainer = Trainer(config).setup()
+    before = trainer.evaluate_tau()["eval_tau"]
+    result = trainer.train()
+    after = result.final_eval["eval_tau"]
+    assert after > before + 0.1, (before, after)  # about 1.13 -> 1.34 on this seed
+    # the saved drafter loads through the public spec string and is lossless
+    import vlmspec
+
+    pipe = vlmspec.load(trainer.target, f"eagle:{result.drafter_dir}")
+    plain = vlmspec.load(trainer.target, "none")
+    assert pipe.generate(None, "abc 777", max_new_tokens=20).token_ids == plain.generate(
+        None, "abc 777", max_new_tokens=20).token_ids
+    distilled = list((tmp_path / "out" / "self_distill").glob("*.jsonl"))
+    assert distilled and sum(1 for _ in open(distilled[0])) == 120
+
+
+# ------------------------------------------------------------------ bad data
+@pytest.fixture(scope="module")
+def llava_target(tiny_llava_path):
+    return Target.load(tiny_llava_path)
+
+
+def bad_rows(folder) -> str:
+    random_image(5, 20, 20).save(folder / "ok.png")
+    return write_jsonl(folder / "bad.jsonl", [
+        {"id": "good", "image": "ok.png", "prompt": "What is it?", "response": "a cat"},
+        {"id": "no-image", "image": "missing.png", "prompt": "What is it?", "response": "a dog"},
+        {"id": "empty-response", "image": None, "prompt": "Hi", "response": "   "},
+        {"id": "too-long", "image": None, "prompt": "Hi", "response": "x" * 300},
+        "{not json",
+        {"id": "good2", "image": None, "prompt": "Hello", "response": "hi there"},
+    ])
+
+
+def test_bad_samples_are_reported_by_id_and_skipped(llava_target, tmp_path):
+    path = bad_rows(tmp_path)
+    report = DataReport(path=tmp_path / "bad_samples.jsonl")
+    config = DataConfig(sources=(SourceConfig(kind="jsonl", path=path),), max_length=200, on_overlong="skip")
+    samples = tokenize_samples(load_source(config.sources[0]), llava_target, config, report)
+    assert [s.id for s in samples] == ["good", "good2"]
+    reasons = {e["id"]: e["reason"] for e in report.entries}
+    assert set(reasons) == {"no-image", "empty-response", "too-long", "bad.jsonl:5"}
+    assert "missing.png" in reasons["no-image"] and "empty response" in reasons["empty-response"]
+    assert "max_length 200" in reasons["too-long"] and "malformed JSON" in reasons["bad.jsonl:5"]
+    written = [json.loads(line) for line in open(tmp_path / "bad_samples.jsonl")]
+    assert {e["id"] for e in written} == set(reasons) and all(e["action"] == "skipped" for e in written)
+
+
+def test_bad_samples_raise_or_truncate_as_configured(llava_target, tmp_path):
+    path = bad_rows(tmp_path)
+    source = SourceConfig(kind="jsonl", path=path)
+    with pytest.raises(BadSampleError, match="'no-image'.*missing.png"):
+        tokenize_samples(load_source(source), llava_target, DataConfig(sources=(source,), on_bad_sample="raise"), DataReport())
+    only_long = [s for s in load_source(source) if s.id in ("good", "too-long")]
+    with pytest.raises(BadSampleError, match="'too-long'.*too long"):
+        tokenize_samples(only_long, llava_target, DataConfig(sources=(source,), max_length=200, on_overlong="raise"), DataReport())
+    report = DataReport()
+    cut = tokenize_samples(only_long, llava_target, DataConfig(sources=(source,), max_length=200), report)
+    assert [len(s.input_ids) for s in cut if s.id == "too-long"] == [200]
+    assert report.entries[0]["id"] == "too-long" and report.entries[0]["action"].startswith("truncated")
+
+
+def test_trainer_reports_bad_samples_in_its_output(tiny_llava_path, tmp_path):
+    path = bad_rows(tmp_path)
+    config = TrainConfig.from_dict({"target": str(tiny_llava_path), "output_dir": str(tmp_path / "out"),
+                                    "progress_bar": False, "max_steps": 1, "batch_size": 2, "eval": {"num_prompts": 0},
+                                    "data": {"sources": [{"kind": "jsonl", "path": path}], "max_length": 200}})
+    trainer = Trainer(config).setup()
+    assert sorted(s.id for s in trainer.pools["all"]) == ["good", "good2", "too-long"]  # truncated, kept
+    logged = {json.loads(line)["id"] for line in open(tmp_path / "out" / "bad_samples.jsonl")}
+    assert logged == {"no-image", "empty-response", "too-long", "bad.jsonl:5"}
+
+
+# ------------------------------------------------------------------ curriculum
+def test_curriculum_share_and_sampler_determinism():
+    curriculum = CurriculumConfig(text_only_steps=3, ramp_steps=4)
+    shares = [curriculum.multimodal_share(s) for s in range(9)]
+    assert shares[:3] == [0, 0, 0] and shares[3:7] == [0.25, 0.5, 0.75, 1.0] and shares[8] == 1.0
+    pools = {"multimodal": 7, "text": 5}
+
+    def run(sampler, steps):
+        return [sampler.draw(step) for step in steps]
+
+    first = CurriculumSampler(pools, 4, seed=1, curriculum=curriculum)
+    picks = run(first, range(10))
+    assert all(pool == "text" for batch in picks[:3] for pool, _ in batch)
+    assert all(pool == "multimodal" for batch in picks[6:] for pool, _ in batch)
+    mixed = [pool for batch in picks[3:6] for pool, _ in batch]
+    assert "text" in mixed and "multimodal" in mixed
+    # an epoch of a pool visits each sample once
+    text_indices = [i for batch in picks for pool, i in batch if pool == "text"][:5]
+    assert sorted(text_indices) == list(range(5))
+    again = CurriculumSampler(pools, 4, seed=1, curriculum=curriculum)
+    half = run(again, range(5))
+    resumed = CurriculumSampler(pools, 4, seed=1, curriculum=curriculum)
+    resumed.load_state_dict(json.loads(json.dumps(again.state_dict())))
+    assert half + run(resumed, range(5, 10)) == picks
+    with pytest.raises(InputError, match="data changed"):
+        CurriculumSampler({"multimodal": 8, "text": 5}, 4, 1, curriculum).load_state_dict(again.state_dict())
+
+
+# ------------------------------------------------------------------ config, adapters, CLI
+def test_config_validation_and_json_round_trip(tmp_path):
+    config = TrainConfig(target="t", output_dir="o")
+    assert (config.loss.w_ce, config.loss.w_feat) == (0.1, 1.0)
+    assert TrainConfig.from_dict(json.loads(config.to_json())) == config
+    path = tmp_path / "c.json"
+    path.write_text(config.to_json())
+    changed = TrainConfig.from_json(path, ["loss.w_ce=0.25", "data.curriculum.text_only_steps=5", "drafter=msd"])
+    assert changed.loss.w_ce == 0.25 and changed.data.curriculum.text_only_steps == 5 and changed.drafter == "msd"
+    for bad, message in [
+        ({"loss": {"w_ce": -1}}, "loss.w_ce"),
+        ({"drafter": "medusa"}, "TrainConfig.drafter must be one of"),
+        ({"data": {"sources": []}}, "data.sources is empty"),
+        ({"data": {"sources": [{"kind": "jsonl"}]}}, "needs `path`"),
+        ({"optim": {"betas": [0.9]}}, "optim.betas"),
+        ({"mixed_precision": "fp8"}, "mixed_precision"),
+        ({"loss": {"ttt_step": 1}}, "Unknown LossConfig fields"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            TrainConfig.from_dict({"target": "t", "output_dir": "o", **bad})
+    with pytest.raises(InputError, match="target is missing"):
+        TrainConfig(output_dir="o")
+
+
+def test_adapter_registry(llava_target):
+    adapter = build_adapter("eagle", llava_target, {"tree": "chain"}, seed=0)
+    assert isinstance(adapter, EagleAdapter) and adapter.trainable_parameters()
+    assert all(p.requires_grad for p in adapter.trainable_parameters())
+    with pytest.raises(InputError, match="Unknown drafter kind"):
+        build_adapter("medusa", llava_target, {})
+
+
+def test_cli_parser_and_command(tiny_llava_path, data_dir, tmp_path):
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers(dest="command"))
+    config_path = tmp_path / "config.json"
+    config_path.write_text(base_config(tiny_llava_path, tmp_path / "unused", data_dir, batch_size=2).to_json())
+    args = parser.parse_args(["train", "--config", str(config_path), "--output-dir", str(tmp_path / "cli"),
+                              "--max-steps", "2", "--set", "loss.w_ce=0.2", "--no-progress"])
+    assert args.func is run_train_command
+    assert args.func(args) == 0
+    assert (tmp_path / "cli" / "drafter" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["loss"]["w_ce"] == 0.2
+
+
+def test_vision_adapter_contract(tiny_llava_path, data_dir, tmp_path, monkeypatch):
+    """A stand-in vision drafter gets each sample's image features and spans, the Gumbel
+    temperature, and its aux loss is added to the loss (the contract vispec/msd/specvlm follow)."""
+    from vlmspec.drafters.eagle import EagleConfig, EagleDrafter
+    from vlmspec.training import VisionDrafterAdapter, adapters
+
+    class StubVisionDrafter(EagleDrafter):
+        def forward_train(self, ids, hidden, mask, *, image_features, image_spans, gate_temperature=None, generator=None):
+            draft_hidden, draft_logits = super().forward_train(ids, hidden, mask)
+            self.calls.append((ids.shape, image_features, image_spans, gate_temperature, generator))
+            gate = self.fc.bias.square().sum() + 0.5  # a differentiable scalar
+            return draft_hidden, draft_logits, {"aux_loss/gate": gate, "metric/gate_t": torch.tensor(gate_temperature)}
+
+    def factory(target, drafter_config, **options):
+        drafter = StubVisionDrafter.from_target(target, EagleConfig(tree="chain"), seed=0)
+        drafter.calls = []
+        return VisionDrafterAdapter(drafter, "specvlm")
+
+    monkeypatch.setitem(adapters._ADAPTERS, "specvlm", factory)
+    config = base_config(tiny_llava_path, tmp_path / "out", data_dir, drafter="specvlm", batch_size=4, max_steps=2,
+                         loss={"gumbel_temperature": 1.0, "gumbel_temperature_end": 0.5})
+    trainer = Trainer(config)
+    history = trainer.train().history
+    calls = trainer.adapter.drafter.calls
+    assert [c[3] for c in calls] == [1.0, 0.5]
+    image_token = trainer.target.image_token_id
+    for shape, features, spans, _, generator in calls:
+        assert len(features) == len(spans) == shape[0] and isinstance(generator, torch.Generator)
+        assert any(features) and not all(features)  # the batches mix image and text-only samples
+        for sample_features, sample_spans in zip(features, spans):
+            for feature, (start, end) in zip(sample_features, sample_spans):
+                assert feature.shape == (end - start, trainer.target.model.config.text_config.hidden_size)
+    first = history[0]
+    assert first["metric/gate_t@0"] == 1.0 and first["aux_loss/gate@0"] == pytest.approx(0.5)
+    assert first["loss"] == pytest.approx(0.1 * first["ce"] + first["feat"] + first["aux_loss/gate@0"], rel=1e-5)
+    assert image_token not in trainer.pools["all"][0].input_ids[trainer.pools["all"][0].response_start:]

@@ -1,0 +1,81 @@
+"""`vlmspec train ...` / `python -m vlmspec.training ...`: train a drafter from a JSON config.
+
+    python -m vlmspec.training --config train/drafters/eagle.json --set max_steps=200
+    accelerate launch --config_file train/drafters/multi_gpu.yaml -m vlmspec.training --config ...
+
+`add_train_parser(subparsers)` adds the `train` sub-command (func=run_train_command) to
+another argparse parser; `main(argv)` is the stand-alone entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from ..errors import VlmspecError
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="JSON training config (see train/drafters/*.json)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, dotted, value as JSON: --set loss.w_ce=0.2 (repeatable)")
+    parser.add_argument("--output-dir", default=None, help="overrides output_dir")
+    parser.add_argument("--target", default=None, help="overrides target (checkpoint folder or vlmspec-default)")
+    parser.add_argument("--resume", default=None, help='"latest" or a checkpoints/step-N folder')
+    parser.add_argument("--max-steps", type=int, default=None, help="overrides max_steps")
+    parser.add_argument("--prepare-data-only", action="store_true",
+                        help="build the data (self-distillation included), report bad samples, and stop")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_train_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("train", help="train a drafter (eagle, vispec, msd, specvlm) against a target")
+    _add_arguments(parser)
+    parser.set_defaults(func=run_train_command)
+    return parser
+
+
+def _config_from_args(args):
+    from .config import TrainConfig
+
+    overrides = list(args.overrides)
+    for name, value in (("output_dir", args.output_dir), ("target", args.target), ("resume", args.resume),
+                        ("max_steps", args.max_steps)):
+        if value is not None:
+            overrides.append(f"{name}={json.dumps(value)}")
+    if args.no_progress:
+        overrides.append("progress_bar=false")
+    return TrainConfig.from_json(args.config, overrides)
+
+
+def run_train_command(args) -> int:
+    from .trainer import Trainer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    config = _config_from_args(args)
+    trainer = Trainer(config)
+    if args.prepare_data_only:
+        trainer.setup()
+        sizes = {k: len(v) for k, v in trainer.pools.items()}
+        print(json.dumps({"pools": sizes, "bad_samples": trainer.report.summary()}, indent=2))
+        return 0
+    result = trainer.train()
+    if trainer.accelerator.is_main_process:
+        summary = {"drafter": str(result.drafter_dir), "steps": result.steps, "final_eval": result.final_eval}
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vlmspec.training", description=__doc__.splitlines()[0])
+    _add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_train_command(args)
+    except VlmspecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
