@@ -1,4 +1,4 @@
-"""The `vlmspec` command line: `vlmspec generate | eval | verdict ...`.
+"""The `vlmspec` command line: `vlmspec generate | eval | verdict | train ...`.
 
 `generate` streams text to stdout as tokens are accepted and prints the metrics at the
 end (to stderr, so stdout stays the answer); `--json` prints one JSON object instead.
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module_name, hook in (
         ("vlmspec.evaluation.cli", "add_eval_parser"),
         ("vlmspec.verdict", "add_verdict_parser"),
+        ("vlmspec.training.cli", "add_train_parser"),
     ):
         module = __import__(module_name, fromlist=[hook])
         getattr(module, hook)(subparsers)

@@ -16,7 +16,10 @@ sequence position i and the token at i + 1 (EagleDrafter.forward_train's convent
         must return   "draft_hidden" [B, T, H]  (prediction of the target state at i + 1)
                       "draft_logits" [B, T, V'] (prediction of the token at i + 2)
         may return    "aux_loss/<name>": scalar, already weighted, added to the loss
-                      "metric/<name>":   scalar, logged only (e.g. the gate's choice share)
+                      "metric/<name>":   scalar, logged only (e.g. the gate's choice share); NaN = not
+                                         measured in this micro-batch (left out of the step's mean)
+                      "loss_mask":       [B, T] bool, positions the drafter has an output for (the
+                                         losses use loss_mask & the response positions)
     adapter.teacher_logits(logits: Tensor[..., V]) -> Tensor[..., V']   (draft-vocab columns)
     adapter.save_pretrained(directory) -> Path        (the drafter's own on-disk format)
     adapter.inference_drafter() -> Drafter            (in the target's dtype, for tau evaluation)
@@ -24,8 +27,8 @@ sequence position i and the token at i + 1 (EagleDrafter.forward_train's convent
 `input_features` are the target's states (plus noise) on the first step and, on
 training-time-test steps, the drafter's own previous predictions shifted one position
 right: a drafter must use them wherever EAGLE uses h_i. Vision-aware drafters also read
-`teacher.image_features` / `teacher.image_spans` and `context.gumbel_temperature` /
-`context.generator` (see VisionDrafterAdapter for what their classes must provide).
+`teacher.image_features` / `teacher.image_spans`, the prompt lengths `batch.response_starts`
+and `context.gumbel_temperature` / `context.generator` (see VisionDrafterAdapter).
 """
 
 from __future__ import annotations
@@ -143,9 +146,10 @@ VISION_KINDS = {
 
 
 class VisionDrafterAdapter(EagleAdapter):
-    """ViSpec / MSD / SpecVLM drafters: EagleDrafter subclasses with vision inputs.
+    """ViSpec / MSD / SpecVLM drafters (vlmspec.drafters.vispec / msd / specvlm): VisionEagleDrafter
+    subclasses whose image positions hold their own "slots" instead of the EAGLE input.
 
-    What their classes must provide (module and class names in VISION_KINDS):
+    What their classes provide (module and class names in VISION_KINDS):
 
         Config.from_dict(d: dict) -> Config
         Drafter.from_target(target, config, *, draft_vocab=None, init_layer_from_target=False, seed=0)
@@ -158,29 +162,53 @@ class VisionDrafterAdapter(EagleAdapter):
             image_features: list[list[Tensor[n_k, H]]],  # per sample, per image: projector outputs
             image_spans: list[list[tuple[int, int]]],    # per sample, per image: [start, end) positions
                                                          # in the sequence (= drafter positions)
-            gate_temperature: float | None = None,       # SpecVLM: Gumbel-softmax temperature
-            generator: torch.Generator | None = None,    # CPU generator for Gumbel / dropout noise
+            prompt_lengths: list[int],                   # per sample P (TrainBatch.response_starts): the
+                                                         # question (SpecVLM's gate) is the prompt's text and
+                                                         # position P - 1 always gets an output, as at inference
+            gate_temperature: float | None = None,       # SpecVLM: Gumbel-softmax temperature (annealed
+                                                         # loss.gumbel_temperature -> gumbel_temperature_end)
+            generator: torch.Generator | None = None,    # CPU generator for the Gumbel noise
         ) -> (draft_hidden [B, T, H], draft_logits [B, T, V'])
              or (draft_hidden, draft_logits, extras: dict[str, Tensor])
         where extras keys are "aux_loss/<name>" (weighted scalars added to the loss) or
-        "metric/<name>" (logged). Drafters may ignore arguments they do not use
-        (**kwargs). SpecVLM's gate should use losses.gumbel_softmax_select while training.
+        "metric/<name>" (logged, e.g. SpecVLM's "metric/gate/<operator>" share of samples).
+        A drafter that sets `last_train_details.output_mask` [B, T] (positions it has an entry
+        for; dropped image positions hold zeros) restricts the losses to those positions.
 
-    A module may instead define `make_training_adapter(drafter) -> DrafterTrainingAdapter`
-    to take over completely.
+    Every metric the drafter kind can report is returned on every step (NaN when the batch
+    has no image: the trainer leaves it out of that step's mean), so all processes of a
+    distributed run log the same keys. A module may instead define
+    `make_training_adapter(drafter) -> DrafterTrainingAdapter` to take over completely.
     """
 
     def __init__(self, drafter, kind: str) -> None:
         super().__init__(drafter)
         self.kind = kind
 
+    def metric_names(self) -> list[str]:
+        """The "metric/..." keys this drafter reports whenever a batch holds an image."""
+        names = []
+        if hasattr(self.drafter, "_image_slots"):  # a VisionEagleDrafter
+            names.append("metric/visual_token_ratio")
+        config = getattr(self.drafter, "config", None)
+        operators = getattr(config, "operators", None)
+        if operators and getattr(config, "combine", None) in ("top1", "mix"):  # SpecVLM's gate
+            names += [f"metric/gate/{op}" for op in operators]
+        return names
+
     def compute(self, batch, teacher: TeacherOutputs, input_features: torch.Tensor, context: StepContext) -> dict:
+        prompt_lengths = list(getattr(batch, "response_starts", None) or [])
+        if len(prompt_lengths) != batch.input_ids.shape[0]:  # a batch built by hand: P from the loss mask
+            prompt_lengths = [int(row.nonzero()[0]) + 1 if row.any() else int(mask.sum())
+                              for row, mask in zip(batch.loss_mask, batch.attention_mask)]
+        self.drafter.last_train_details = None
         out = self.drafter.forward_train(
             batch.input_ids[:, 1:],
             input_features,
             batch.attention_mask[:, :-1],
             image_features=teacher.image_features,
             image_spans=teacher.image_spans,
+            prompt_lengths=prompt_lengths,
             gate_temperature=context.gumbel_temperature,
             generator=context.generator,
         )
@@ -190,6 +218,12 @@ class VisionDrafterAdapter(EagleAdapter):
                 "(draft_hidden, draft_logits, extras); see vlmspec.training.adapters.VisionDrafterAdapter."
             )
         result = {"draft_hidden": out[0], "draft_logits": out[1]}
+        details = getattr(self.drafter, "last_train_details", None)
+        output_mask = getattr(details, "output_mask", None)
+        if output_mask is not None:
+            result["loss_mask"] = output_mask
+        for name in self.metric_names():
+            result[name] = torch.tensor(float("nan"), device=out[0].device)
         if len(out) == 3:
             for key, value in dict(out[2]).items():
                 if not key.startswith(("aux_loss/", "metric/")):

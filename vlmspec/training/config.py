@@ -300,6 +300,31 @@ class EvalConfig(_Section):
 
 _NESTED: dict = {}
 
+# The config class of each drafter kind (module, class): drafter_config holds its fields.
+DRAFTER_CONFIG_CLASSES = {
+    "eagle": ("vlmspec.drafters.eagle", "EagleConfig"),
+    "vispec": ("vlmspec.drafters.vispec", "ViSpecConfig"),
+    "msd": ("vlmspec.drafters.msd", "MSDConfig"),
+    "specvlm": ("vlmspec.drafters.specvlm", "SpecVLMConfig"),
+}
+
+
+def _check_drafter_config(kind: str, data: dict) -> None:
+    """drafter_config must build the kind's config class (unknown fields and bad values are errors)."""
+    import importlib
+
+    module_name, class_name = DRAFTER_CONFIG_CLASSES[kind]
+    try:
+        config_cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError):  # checked again when the drafter is built
+        return
+    try:
+        config_cls.from_dict(dict(data))
+    except InputError as exc:
+        raise InputError(f"TrainConfig.drafter_config (a {class_name} for drafter {kind!r}): {exc}") from None
+    except TypeError as exc:
+        raise InputError(f"TrainConfig.drafter_config (a {class_name} for drafter {kind!r}): {exc}") from None
+
 
 @dataclass(frozen=True)
 class TrainConfig(_Section):
@@ -333,6 +358,7 @@ class TrainConfig(_Section):
               "TrainConfig.output_dir is missing; set it to the folder for checkpoints, logs and the drafter.")
         _need_choice("TrainConfig", "drafter", self.drafter, DRAFTER_KINDS)
         _need(isinstance(self.drafter_config, dict), "TrainConfig.drafter_config must be a JSON object.")
+        _check_drafter_config(self.drafter, self.drafter_config)
         if self.draft_vocab_size is not None:
             _need_int("TrainConfig", "draft_vocab_size", self.draft_vocab_size, 1)
         for name in ("batch_size", "grad_accum", "max_steps", "log_every", "keep_checkpoints"):

@@ -446,12 +446,13 @@ class TrainBatch:
     loss_mask: torch.Tensor  # [B, L] bool: the target's prediction at j is of a response token (j + 1)
     encoder_inputs: dict  # pixel_values [n_images, ...] (+ image_sizes) for the batch's images, or {}
     images_per_sample: list[int]  # [B]
+    response_starts: list[int] = field(default_factory=list)  # [B] prompt length P (first response index)
 
     def to(self, device) -> "TrainBatch":
         moved = {k: v.to(device) if torch.is_tensor(v) else v for k, v in self.encoder_inputs.items()}
         return TrainBatch(
             self.ids, self.input_ids.to(device), self.attention_mask.to(device), self.loss_mask.to(device),
-            moved, self.images_per_sample,
+            moved, self.images_per_sample, self.response_starts,
         )
 
 
@@ -484,7 +485,8 @@ def collate(samples: Sequence[TokenizedSample], target) -> TrainBatch:
         if size_parts:
             encoder_inputs["image_sizes"] = torch.cat(size_parts)  # [n_images, 2]
     return TrainBatch(
-        [s.id for s in samples], input_ids, attention_mask, loss_mask, encoder_inputs, [len(s.images) for s in samples]
+        [s.id for s in samples], input_ids, attention_mask, loss_mask, encoder_inputs, [len(s.images) for s in samples],
+        [s.response_start for s in samples],
     )
 
 

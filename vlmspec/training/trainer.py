@@ -11,7 +11,7 @@ mixed precision come from accelerate; `accelerate launch` runs it unchanged on C
 or several GPUs and several nodes (checkpoints need a folder all nodes share).
 
 Output folder:
-    drafter/                      the final drafter (save_pretrained; load with eagle:PATH)
+    drafter/                      the final drafter (save_pretrained; load with KIND:PATH, e.g. specvlm:PATH)
     checkpoints/step-00000100/    state/ (accelerate: weights, optimizer, RNG), drafter/,
                                   trainer_state.json; written in a temp folder + os.replace
     checkpoints/latest            name of the newest complete checkpoint (atomic)
@@ -68,6 +68,7 @@ class DraftUnroll(nn.Module):
         self.drafter = adapter.drafter  # registered: its parameters are this module's
         self._adapter = adapter
         self.loss_config = config.loss
+        self.touch_all_parameters = False  # set when DDP wraps it (see forward)
 
     def forward(self, batch, teacher: TeacherOutputs, context: StepContext) -> dict:
         cfg = self.loss_config
@@ -85,24 +86,32 @@ class DraftUnroll(nn.Module):
             context.ttt_step = k
             out = self._adapter.compute(batch, teacher, features, context)
             draft_hidden, draft_logits = out["draft_hidden"], out["draft_logits"]  # [B, T, H], [B, T, V']
-            ce = soft_cross_entropy(draft_logits, target_logits, mask, cfg.ce_temperature)
-            feat = feature_loss(draft_hidden, target_hidden, mask, cfg.smooth_l1_beta)
+            step_mask = mask if out.get("loss_mask") is None else mask & out["loss_mask"].bool()  # [B, T]
+            ce = soft_cross_entropy(draft_logits, target_logits, step_mask, cfg.ce_temperature)
+            feat = feature_loss(draft_hidden, target_hidden, step_mask, cfg.smooth_l1_beta)
             weight = cfg.ttt_decay**k
             step_loss = cfg.w_ce * ce + cfg.w_feat * feat
             for key, value in out.items():
                 if key.startswith("aux_loss/"):
                     step_loss = step_loss + value
                     parts[f"{key}@{k}"] = value.detach()
-                elif key.startswith("metric/"):
-                    parts[f"{key}@{k}"] = value.detach()
+                elif key.startswith("metric/"):  # [value, 1], or [0, 0] when not measured (NaN)
+                    value = value.detach().to("cpu", torch.float64).reshape(())
+                    measured = bool(torch.isfinite(value))
+                    parts[f"{key}@{k}"] = torch.stack([value if measured else value.new_zeros(()),
+                                                       value.new_tensor(float(measured))])
             total = total + weight * step_loss
-            agree, counted = top1_agreement(draft_logits, target_logits, mask)
+            agree, counted = top1_agreement(draft_logits, target_logits, step_mask)
             suffix = "" if k == 0 else f"@{k}"
             parts[f"ce{suffix}"] = ce.detach()
             parts[f"feat{suffix}"] = feat.detach()
             parts[f"agree{suffix}"] = torch.tensor([agree, counted], dtype=torch.float64)
             if k < cfg.ttt_steps:  # next step: position i gets the prediction made at i - 1
                 features = torch.cat([features[:, :1], draft_hidden[:, :-1].to(features.dtype)], dim=1)
+        if self.touch_all_parameters:
+            # DDP needs a gradient for every parameter on every process: a text-only batch never
+            # reaches a vision module, and SpecVLM's top-1 gate leaves the other operators unused.
+            total = total + sum(p.sum() for p in self._adapter.trainable_parameters()) * 0.0
         parts["loss"] = total
         return parts
 
@@ -180,6 +189,8 @@ class Trainer:
             params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
         )
         self.unroll, self.optimizer = acc.prepare(DraftUnroll(self.adapter, cfg), optimizer)
+        if isinstance(self.unroll, nn.parallel.DistributedDataParallel):
+            self.unroll.module.touch_all_parameters = True
         self.step = 0
         self._saved_step = None
         if acc.is_main_process:
@@ -331,7 +342,9 @@ class Trainer:
         if acc.distributed_type == DistributedType.FSDP:
             full = acc.get_state_dict(self.unroll)  # collective: every process takes part
             if acc.is_main_process:
-                copy = build_adapter(cfg.drafter, self.target, cfg.drafter_config,
+                config = getattr(self.adapter.drafter, "config", None)  # init_from: the loaded drafter's config
+                fields = config.to_dict() if config is not None else cfg.drafter_config
+                copy = build_adapter(cfg.drafter, self.target, fields,
                                      draft_vocab=getattr(self.adapter.drafter, "draft_vocab", None))
                 prefix = "drafter."
                 copy.drafter.load_state_dict({k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)})
@@ -373,17 +386,20 @@ class Trainer:
 
     def _record(self, sums: dict, grad_norm, share: float, seconds: float) -> dict:
         cfg, acc = self.config, self.accelerator
-        scalar_keys = sorted(k for k in sums if not k.startswith("agree"))
-        agree_keys = sorted(k for k in sums if k.startswith("agree"))
+        counted_keys = sorted(k for k in sums if k.startswith(("agree", "metric/")))  # [sum, count] pairs
+        scalar_keys = sorted(k for k in sums if k not in counted_keys)
         scalars = torch.stack([sums[k].reshape(()) / cfg.grad_accum for k in scalar_keys])  # [n] micro-step means
-        agree = torch.stack([sums[k] for k in agree_keys])  # [m, 2] (agreeing, counted)
+        counted = torch.stack([sums[k] for k in counted_keys])  # [m, 2] (agreeing / metric sum, counted)
         if acc.num_processes > 1:
             scalars = acc.reduce(scalars.to(acc.device), reduction="mean").cpu()
-            agree = acc.reduce(agree.to(acc.device), reduction="sum").cpu()
+            counted = acc.reduce(counted.to(acc.device), reduction="sum").cpu()
         record: dict = {"step": self.step + 1}
         record.update(zip(scalar_keys, scalars.tolist()))
-        for key, (same, counted) in zip(agree_keys, agree.tolist()):
-            record["top1" + key[len("agree"):]] = same / counted if counted > 0 else float("nan")
+        for key, (total, count) in zip(counted_keys, counted.tolist()):
+            if key.startswith("agree"):
+                record["top1" + key[len("agree"):]] = total / count if count > 0 else float("nan")
+            elif count > 0:  # a metric no micro-batch measured (e.g. no image) is left out
+                record[key] = total / count
         record["tau_est"] = expected_tau(record.get("top1", 0.0), cfg.eval.draft_length)
         record["lr"] = cfg.optim.lr_at(self.step, cfg.max_steps)
         record["multimodal_share"] = share
