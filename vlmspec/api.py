@@ -213,9 +213,13 @@ def load(
     dtype: "str | torch.dtype | None" = None,
     draft_length: "int | str | ScheduleConfig" = 5,
     trust_remote_code: bool = False,
+    fast_cpu: bool | str = "auto",
 ) -> Pipeline:
-    """Load a target (path, checkpoint name, `Target`, or `(model, processor)`; None = the default model)."""
-    config = TargetConfig(device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    """Load a target (path, checkpoint name, `Target`, or `(model, processor)`; None = the default model).
+
+    `fast_cpu` applies to targets vlmspec loads itself (see `TargetConfig.fast_cpu`); a model
+    you pass in is left as it is (call `Target.enable_fast_cpu` yourself)."""
+    config = TargetConfig(device=device, dtype=dtype, trust_remote_code=trust_remote_code, fast_cpu=fast_cpu)
     loaded = _load_target(target, config)
     return Pipeline(loaded, build_drafter(drafter, loaded), ScheduleConfig.parse(draft_length))
 

@@ -30,6 +30,8 @@ def _add_generate_parser(subparsers) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--fast-cpu", choices=["auto", "on", "off"], default="auto",
+                   help="pre-packed CPU linears for cheap multi-token verification (default: auto, measured)")
     p.add_argument("--json", action="store_true", help="print one JSON object (text, token ids, metrics)")
     p.set_defaults(func=_run_generate)
 
@@ -44,6 +46,7 @@ def _run_generate(args) -> int:
         dtype=args.dtype,
         draft_length=args.draft_length,
         trust_remote_code=args.trust_remote_code,
+        fast_cpu={"auto": "auto", "on": True, "off": False}[args.fast_cpu],
     )
     images = args.image or None
     options = dict(

@@ -31,6 +31,14 @@ class TargetConfig:
     dtype: str | torch.dtype | None = None  # default: float32 on CPU, the checkpoint's dtype on GPU
     trust_remote_code: bool = False
     local_files_only: bool | None = None  # default: True when HF_HUB_OFFLINE is set
+    # CPU only: pre-packed linear weights so verifying k tokens costs close to one.
+    # "auto" measures once per machine and model (cached) and keeps them only where
+    # multi-token verification got cheaper; True always; False never. Outputs are unchanged.
+    fast_cpu: bool | str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.fast_cpu not in (True, False, "auto"):
+            raise ModelLoadError(f"fast_cpu must be True, False or 'auto', got {self.fast_cpu!r}.")
 
     def resolved_device(self) -> torch.device:
         if self.device is not None:
@@ -90,6 +98,7 @@ class Target:
         text_config = model.config.get_text_config()
         self.max_context = int(getattr(text_config, "max_position_embeddings", 0) or 0) or None
         self.eos_token_ids = _eos_ids(model, self.tokenizer)
+        self.fast_cpu_report = "off"
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -122,7 +131,22 @@ class Target:
             model = AutoModelForImageTextToText.from_pretrained(source, dtype=config.resolved_dtype(), **kwargs)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"Could not load the LLaVA checkpoint {source!r}: {exc}") from None
-        return cls(model.to(device), processor)
+        target = cls(model.to(device), processor)
+        target.enable_fast_cpu(config.fast_cpu)
+        return target
+
+    def enable_fast_cpu(self, mode: bool | str = "auto") -> str:
+        """Switch the CPU fast path (see TargetConfig.fast_cpu); returns a one-line report."""
+        from .fast import accelerate_cpu, accelerate_target, restore
+
+        if mode is False or self.device.type != "cpu":
+            restore(self.model)
+            self.fast_cpu_report = "off" if mode is False else f"off: the model is on {self.device.type}"
+        elif mode == "auto":
+            self.fast_cpu_report = accelerate_target(self).summary()
+        else:
+            self.fast_cpu_report = accelerate_cpu(self.model).summary()
+        return self.fast_cpu_report
 
     @property
     def device(self) -> torch.device:
