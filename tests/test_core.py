@@ -163,3 +163,14 @@ def test_prompt_lookup_proposes_the_continuation_of_the_latest_match():
 def test_prompt_lookup_config_validation():
     with pytest.raises(InputError, match="min_ngram <= max_ngram"):
         PromptLookupConfig(max_ngram=1, min_ngram=2)
+
+
+def test_cost_aware_schedule_starts_from_measured_verify_costs():
+    flat = ScheduleConfig(kind="cost-aware", draft_length=2, max_length=8,
+                          verify_costs=tuple((n, 0.05) for n in range(1, 10))).build()
+    flat.observe(2, 2, 0.0001, 0.05)  # cheap drafts, everything accepted so far
+    assert flat.next_length() == 8
+    steep = ScheduleConfig(kind="cost-aware", draft_length=2, max_length=8,
+                           verify_costs=tuple((n, 0.05 * n) for n in range(1, 10))).build()
+    steep.observe(2, 0, 0.01, 0.15)
+    assert steep.next_length() == 1

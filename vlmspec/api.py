@@ -7,6 +7,7 @@ inside torch: images (missing, corrupt, 0-pixel), prompt (empty, past the contex
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass, field
@@ -221,7 +222,13 @@ def load(
     you pass in is left as it is (call `Target.enable_fast_cpu` yourself)."""
     config = TargetConfig(device=device, dtype=dtype, trust_remote_code=trust_remote_code, fast_cpu=fast_cpu)
     loaded = _load_target(target, config)
-    return Pipeline(loaded, build_drafter(drafter, loaded), ScheduleConfig.parse(draft_length))
+    schedule = ScheduleConfig.parse(draft_length)
+    if schedule.kind == "cost-aware" and not schedule.verify_costs:
+        from .core.autotune import load_or_measure
+
+        costs = load_or_measure(loaded, tuple(range(1, schedule.max_length + 2)))  # cached per machine and model
+        schedule = dataclasses.replace(schedule, verify_costs=tuple(sorted(costs.items())))
+    return Pipeline(loaded, build_drafter(drafter, loaded), schedule)
 
 
 def _load_target(target, config: TargetConfig) -> Target:

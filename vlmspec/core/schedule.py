@@ -22,6 +22,9 @@ class ScheduleConfig:
     draft_length: int = 5  # fixed length, or the starting length of the others
     min_length: int = 1
     max_length: int = 16
+    # cost-aware only: measured verify seconds per number of tokens scored, e.g. from
+    # core.autotune.load_or_measure (cached per machine), so the first choice is informed.
+    verify_costs: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULE_KINDS:
@@ -46,7 +49,9 @@ class ScheduleConfig:
         start = min(max(self.draft_length, self.min_length), self.max_length)
         if self.kind == "adaptive":
             return AdaptiveLength(start, self.min_length, self.max_length)
-        return CostAwareLength(start, self.min_length, self.max_length)
+        schedule = CostAwareLength(start, self.min_length, self.max_length)
+        schedule.verify_seconds.update(dict(self.verify_costs))
+        return schedule
 
 
 class DraftSchedule:
