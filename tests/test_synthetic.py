@@ -1,0 +1,70 @@
+"""The synthetic grounded scenes: deterministic bytes, answers right by construction, splits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vlmspec.data import build_dataset, generate_scene
+from vlmspec.data.synthetic import SPLITS, answer_from_spec, split_seed
+
+
+def test_same_seed_same_png_bytes():
+    for seed in (0, 1, "abc", 12345):
+        assert generate_scene(seed).png_bytes() == generate_scene(seed).png_bytes()
+    assert generate_scene(1).png_bytes() != generate_scene(2).png_bytes()
+
+
+def test_png_bytes_are_the_same_in_a_fresh_process():
+    code = "import hashlib; from vlmspec.data import generate_scene; print(hashlib.sha256(generate_scene(7).png_bytes()).hexdigest())"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    import hashlib
+
+    assert child.stdout.strip() == hashlib.sha256(generate_scene(7).png_bytes()).hexdigest()
+
+
+def test_answers_rederived_from_the_spec():
+    checked = 0
+    for i in range(300):
+        scene = generate_scene(split_seed("test", i))
+        spec = json.loads(json.dumps(scene.spec_dict()))
+        for qtype, question, answer in scene.questions:
+            assert answer_from_spec(spec, qtype, question) == answer, (scene.seed, question)
+            checked += 1
+    assert checked > 1000
+
+
+def test_every_kind_and_question_type_occurs_with_mixed_sizes():
+    scenes = [generate_scene(split_seed("train", i)) for i in range(200)]
+    assert {s.kind for s in scenes} == {"shapes", "text", "chart"}
+    assert {q[0] for s in scenes for q in s.questions} >= {
+        "color", "shape", "count", "position", "text", "chart_value", "chart_max", "chart_type", "size"
+    }
+    assert len({(s.image.width, s.image.height) for s in scenes}) > 10
+    assert len({round(s.image.width / s.image.height, 2) for s in scenes}) > 3
+
+
+def test_descriptions_are_long_and_name_what_is_drawn():
+    for i in range(50):
+        scene = generate_scene(split_seed("val", i))
+        assert scene.description.count(". ") >= 2 and len(scene.description.split()) >= 30
+        for shape in scene.shapes:
+            assert f"{shape.color} {shape.kind}" in scene.description
+
+
+def test_dataset_builder_is_deterministic_and_splits_are_disjoint():
+    a = build_dataset("train", 5, seed=3)
+    b = build_dataset("train", 5, seed=3)
+    assert a["id"] == b["id"] and a["description"] == b["description"]
+    assert set(a.column_names) >= {"id", "kind", "image", "description", "questions", "spec"}
+    ids = {split: set(build_dataset(split, 20)["id"]) for split in SPLITS}
+    assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
+    assert build_dataset("test", 3)["id"] == build_dataset("test", 5)["id"][:3]  # a row depends on its index only
+
+
+def test_unknown_kind_is_rejected():
+    with pytest.raises(ValueError, match="unknown scene kind"):
+        generate_scene(1, kind="video")
