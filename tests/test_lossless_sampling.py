@@ -18,7 +18,7 @@ import itertools
 import pytest
 import torch
 
-import vlmspec.core.loop as loop_module
+import vlmspec.core.verify as verify_module
 from vlmspec import ModelDrafter, Pipeline, PromptLookupDrafter, SamplingParams, ScheduleConfig, Target
 from vlmspec.core.sampling import warp_probs
 from vlmspec.core.verify import Acceptance, sample_token
@@ -127,7 +127,7 @@ def test_the_chi_square_test_catches_a_wrong_residual(setup, monkeypatch):
             return Acceptance(list(range(i)), sample_token(target_probs[i], generator))  # the bug
         return Acceptance(list(range(len(draft_tokens))), sample_token(target_probs[-1], generator))
 
-    monkeypatch.setattr(loop_module, "verify_sampling", wrong_verify_sampling)
+    monkeypatch.setattr(verify_module, "verify_sampling", wrong_verify_sampling)
     target, image, expected, bad_drafter = setup
     pipe = Pipeline(target, bad_drafter, ScheduleConfig.parse(2))
     draws = 2000

@@ -14,10 +14,10 @@ import torch
 from .drafter import DraftContext, Drafter, StepFeedback
 from .loop import choose_token
 from .metrics import MetricsRecorder
-from .sampling import SamplingParams, warp_probs
+from .sampling import SamplingParams
 from .schedule import DraftSchedule
 from .stopping import StopTracker
-from .verify import verify_greedy, verify_sampling
+from .verify import verify_draft
 
 
 def speculative_decode_batch(
@@ -59,11 +59,7 @@ def speculative_decode_batch(
             kept_rows, alive = [], []
             for i, (b, draft) in enumerate(zip(state.active, drafts)):
                 target_logits = logits[i, : draft.tokens.shape[0] + 1]  # [n_b + 1, vocab]
-                if sampling.greedy:
-                    accepted = verify_greedy(draft.tokens, target_logits, draft.parents)
-                else:
-                    target_probs = warp_probs(target_logits, sampling)
-                    accepted = verify_sampling(draft.tokens, draft.probs, target_probs, generators[b], draft.parents)
+                accepted = verify_draft(draft, target_logits, sampling, generators[b])
                 rows = [0] + [node + 1 for node in accepted.path]
                 kept = stops[b].add(draft.tokens[accepted.path].tolist() + [accepted.next_token])
                 committed[b] = torch.cat([committed[b], committed[b].new_tensor(kept)])

@@ -19,7 +19,7 @@ from .metrics import MetricsRecorder
 from .sampling import SamplingParams, warp_probs
 from .schedule import DraftSchedule
 from .stopping import StopTracker
-from .verify import sample_token, verify_greedy, verify_sampling
+from .verify import sample_token, verify_draft
 
 
 def choose_token(logits: torch.Tensor, sampling: SamplingParams, generator: torch.Generator | None) -> int:
@@ -58,12 +58,7 @@ def speculative_decode(
             cached = cache_length(state.cache)  # == len(committed) - 1
             candidates = torch.cat([committed[-1:], draft.tokens])[None]  # [1, n + 1] root + nodes
             scored = target.forward(state, candidates, drafter.needs_target_hidden, draft.parents)
-            target_logits = scored.logits[0]  # [n + 1, vocab]
-            if sampling.greedy:
-                accepted = verify_greedy(draft.tokens, target_logits, draft.parents)
-            else:
-                target_probs = warp_probs(target_logits, sampling)  # [n + 1, vocab]
-                accepted = verify_sampling(draft.tokens, draft.probs, target_probs, generator, draft.parents)
+            accepted = verify_draft(draft, scored.logits[0], sampling, generator)  # logits [n + 1, vocab]
             rows = [0] + [node + 1 for node in accepted.path]  # root + accepted path
             target.keep(state, cached, rows)
             t2 = time.perf_counter()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .sampling import SamplingParams, warp_probs
 from .tree import chain_parents, children_of
 
 
@@ -98,6 +99,14 @@ def verify_sampling(
             return Acceptance(path, sample_token(residual, generator))
         path.append(child)
         row = child + 1
+
+
+def verify_draft(draft, target_logits: torch.Tensor, sampling: SamplingParams, generator) -> Acceptance:
+    """Greedy or sampling verification of a chain or tree `Draft`; target_logits: [n + 1, vocab]."""
+    if sampling.greedy:
+        return verify_greedy(draft.tokens, target_logits, draft.parents)
+    target_probs = warp_probs(target_logits, sampling)  # [n + 1, vocab]
+    return verify_sampling(draft.tokens, draft.probs, target_probs, generator, draft.parents)
 
 
 def sample_token(weights: torch.Tensor, generator: torch.Generator | None) -> int:
