@@ -79,5 +79,9 @@ class Drafter:
         (per-sequence state is created in `begin`)."""
         return copy.copy(self)
 
+    def with_tree(self, total_tokens: int, depth: int, top_k: int) -> "Drafter | None":
+        """A drafter with the same weights drafting that dynamic tree, or None if it drafts chains only."""
+        return None
+
     def check_compatible(self, target: Any) -> None:
         """Raise DrafterMismatchError if this drafter cannot serve `target`."""

@@ -350,6 +350,12 @@ class EagleDrafter(nn.Module, Drafter):
         clone._check_shape_fits()
         return clone
 
+    def with_tree(self, total_tokens: int, depth: int, top_k: int) -> "EagleDrafter":
+        """The same weights drafting a dynamic (EAGLE-2) tree of that shape (used by Pipeline.autotune)."""
+        return self.with_config(dataclasses.replace(
+            self.config, tree="dynamic", static_paths=None, depth=depth, top_k=top_k, total_tokens=total_tokens
+        ))
+
     # ------------------------------------------------------------ save / load
     def fingerprint(self) -> dict:
         return target_fingerprint(self.target)
