@@ -9,7 +9,6 @@ Torch runs single-threaded here: on 2 shared cores the tiny models are ~50x fast
 from __future__ import annotations
 
 import collections
-import copy
 import json
 
 import pytest
@@ -26,7 +25,7 @@ from vlmspec.drafters.eagle import EagleConfig, EagleDrafter, _DraftTree, freque
 from vlmspec.testing import TinyLlavaConfig, save_tiny_llava
 
 from conftest import random_image
-from test_lossless_sampling import PROMPT, SAMPLING, chi_square_p_value, exact_joint
+from test_lossless_sampling import SAMPLING, chi_square_p_value, distribution_setup
 
 PROMPTS = ["Describe this.", "What is in the picture? Answer in detail.", "abc abc abc", "x", "Count the shapes."]
 STATIC_TREES = [
@@ -164,10 +163,8 @@ def _sample_counts(pipe: Pipeline, inputs: dict, draws: int) -> tuple[collection
 
 @pytest.fixture(scope="module")
 def sampling_setup(targets):
-    target = copy.copy(targets["llava"])
-    target.eos_token_ids = []  # every draw exactly three tokens
-    inputs = target.prepare([random_image(42)], PROMPT)
-    return target, inputs, exact_joint(target, inputs, 3)
+    target, _, inputs, expected = distribution_setup(targets["llava"])
+    return target, inputs, expected
 
 
 @pytest.mark.parametrize(

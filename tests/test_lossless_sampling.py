@@ -86,14 +86,20 @@ def sample_joint(pipe: Pipeline, image, draws: int, length: int) -> tuple[collec
     return counts, rejected_steps / max(steps, 1)
 
 
+def distribution_setup(target: Target, length: int = 3):
+    """(copy of `target` that never stops early, image, inputs, exact joint of the first `length` tokens)."""
+    quiet = copy.copy(target)
+    quiet.eos_token_ids = []  # every draw exactly `length` tokens long
+    image = random_image(42)
+    inputs = quiet.prepare([image], PROMPT)
+    return quiet, image, inputs, exact_joint(quiet, inputs, length)
+
+
 @pytest.fixture(scope="module")
 def setup(tiny_llava_path):
-    target = Target.load(tiny_llava_path)
-    target.eos_token_ids = []  # keep every draw exactly three tokens long
-    image = random_image(42)
-    inputs = Pipeline(target, PromptLookupDrafter()).prepare(image, PROMPT)
+    target, image, _, expected = distribution_setup(Target.load(tiny_llava_path))
     copy_of_target = ModelDrafter.from_pretrained(tiny_llava_path)
-    return target, image, exact_joint(target, inputs, 3), _NoisyDrafter(copy_of_target, scale=1.5)
+    return target, image, expected, _NoisyDrafter(copy_of_target, scale=1.5)
 
 
 def test_speculative_sampling_matches_target_distribution(setup):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import random
 
 import pytest
@@ -14,7 +13,7 @@ from vlmspec.core.tree import ancestor_matrix, static_tree, tree_attention
 from vlmspec.core.verify import verify_greedy, verify_sampling
 
 from conftest import random_image
-from test_lossless_sampling import PROMPT, chi_square_p_value, exact_joint, sample_joint
+from test_lossless_sampling import chi_square_p_value, distribution_setup, sample_joint
 
 
 def random_tree_paths(rng: random.Random, depth: int, width: int, extra: int) -> list[list[int]]:
@@ -180,11 +179,7 @@ class _NoisyTreeDrafter(ModelDrafter):
 
 
 def test_sampling_through_trees_keeps_the_distribution(targets, drafter_models):
-    target = copy.copy(targets["llava"])
-    target.eos_token_ids = []
-    image = random_image(42)
-    inputs = Pipeline(target, drafter_models[("llava", "copy")]).prepare(image, PROMPT)
-    expected = exact_joint(target, inputs, 3)
+    target, image, _, expected = distribution_setup(targets["llava"])
     drafter = _NoisyTreeDrafter(drafter_models[("llava", "copy")], [[0], [1], [2], [0, 0], [1, 0]], scale=1.5)
     pipe = Pipeline(target, drafter, ScheduleConfig.parse(2))
     draws = 2000

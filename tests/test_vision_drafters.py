@@ -9,7 +9,6 @@ target's last layer); both must leave the target's outputs unchanged.
 from __future__ import annotations
 
 import collections
-import copy
 
 import pytest
 import torch
@@ -33,7 +32,7 @@ from vlmspec.drafters import (
 from vlmspec.drafters.image_tokens import DrafterLayout, slot_positions, spans_for
 
 from conftest import random_image
-from test_lossless_sampling import PROMPT, SAMPLING, chi_square_p_value, exact_joint
+from test_lossless_sampling import SAMPLING, chi_square_p_value, distribution_setup
 
 KINDS = {
     "vispec": (ViSpecDrafter, ViSpecConfig),
@@ -128,10 +127,8 @@ def test_batch_of_three_equals_single_runs(kind, target_name, shape, targets):
 
 @pytest.fixture(scope="module")
 def sampling_setup(targets):
-    target = copy.copy(targets["llava"])
-    target.eos_token_ids = []  # every draw exactly three tokens
-    inputs = target.prepare([random_image(42)], PROMPT)
-    return target, inputs, exact_joint(target, inputs, 3)
+    target, _, inputs, expected = distribution_setup(targets["llava"])
+    return target, inputs, expected
 
 
 @pytest.mark.parametrize("kind,shape", [("vispec", "chain"), ("msd", "dynamic"), ("specvlm", "chain")])
