@@ -241,7 +241,7 @@ class Pipeline:
 
 def load(
     target: "str | os.PathLike | Target | tuple | None" = None,
-    drafter: "str | Drafter | None" = "prompt-lookup",
+    drafter: "str | Drafter | None" = "auto",
     *,
     device: str | None = None,
     dtype: "str | torch.dtype | None" = None,
@@ -295,7 +295,7 @@ def generate(
     prompt: str | None = None,
     *,
     target: "str | os.PathLike | Target | tuple | None" = None,
-    drafter: "str | Drafter | None" = "prompt-lookup",
+    drafter: "str | Drafter | None" = "auto",
     inputs: dict | None = None,
     device: str | None = None,
     dtype: "str | torch.dtype | None" = None,

@@ -19,7 +19,9 @@ def _add_generate_parser(subparsers) -> None:
     p.add_argument("--image", action="append", default=None, help="image path (repeat for several images)")
     p.add_argument("--prompt", required=True, help="the question or instruction")
     p.add_argument("--target", default=None, help="LLaVA-style checkpoint dir or name (default: the built-in demo model)")
-    p.add_argument("--drafter", default="prompt-lookup", help="'none', 'prompt-lookup', 'model:PATH', ...")
+    p.add_argument("--drafter", default="auto",
+                   help="'auto' (default: the best drafter shipped for the target, else prompt lookup), "
+                        "'none', 'prompt-lookup', 'eagle:DIR', 'vispec:DIR', 'msd:DIR', 'specvlm:DIR', 'model:PATH'")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=None)
@@ -68,7 +70,7 @@ def _run_generate(args) -> int:
     sys.stdout.write("\n")
     m = stream.result.metrics
     print(
-        f"[{m.new_tokens} tokens, {m.target_forwards} target forwards, tau {m.tau:.2f}, "
+        f"[drafter {type(pipe.drafter).__name__}, {m.new_tokens} tokens, {m.target_forwards} target forwards, tau {m.tau:.2f}, "
         f"{m.tokens_per_second:.1f} tok/s, first token {m.time_to_first_token * 1000:.0f} ms, "
         f"finish: {stream.result.finish_reason}]",
         file=sys.stderr,

@@ -1,21 +1,26 @@
 """Train the default model's vision tower, projector and LM deltas on synthetic scenes.
 
-Two stages, fixed seeds, progress bars, on CPU in well under 90 minutes (2 cores):
+Two stages, fixed seeds, progress bars, on CPU in about 50 minutes (2 cores):
 
-1. Vision pre-training (no language model): a small SigLIP-style ViT learns the scene
-   labels (shape / colour / size per 3x3 cell, shape count, word or number, text colour,
-   chart type and per-bar values) through linear heads on its 16 output tokens.
+1. Vision + projector (no LM forward): a small SigLIP-style ViT (192 px, 32-px patches ->
+   36 image tokens) learns the scene labels through linear heads, and the LLaVA projector
+   learns to turn each image token into "visual words": the token at grid position (r, c)
+   is pulled towards the sum of the LM's input embeddings of the words that describe what
+   lies there (``visual_word_ids``: colour + size, kind, kind + position per 3x3 cell; the
+   text's tokens; chart labels + values), by squared error and by a per-slot cross-entropy
+   of its dot products with the visual vocabulary's embeddings. Stage 1's running feature
+   standardisation is folded into the projector's first linear layer afterwards.
 2. Alignment through the language model, LLaVA-style: the real SmolLM2-135M-Instruct
-   stays frozen except rank-8 LoRA deltas; the ViT (small LR), a fresh MLP projector and
-   the deltas learn to answer the short questions and to write the long descriptions.
-   The loss is cross-entropy on the answer tokens only (the LM head runs on those alone).
+   stays frozen except rank-8 LoRA deltas (the ViT and projector stay frozen too); batches
+   of short Q/A, every 4th step long descriptions; cross-entropy on the answer tokens only.
 
 Then the held-out test split is scored (exact match per question type, and the same
 model with a blank image as the chance line) and the weights are exported (fp16
 safetensors) to `vlmspec/models/default_weights/`, with the numbers in a JSON beside them.
 
-    python train/default_model/train.py                 # full recipe
+    python train/default_model/train.py                 # full recipe (the shipped weights)
     python train/default_model/train.py --quick         # a minutes-long smoke run
+    python train/default_model/train.py --oracle        # diagnostic: stage 2 on exact visual words
 """
 
 from __future__ import annotations
@@ -52,22 +57,23 @@ from vlmspec.models.smollm import load_language_model
 COLOR_NAMES = sorted(COLORS)
 SIZE_NAMES = list(SIZES)
 CELLS = sorted(CELL_NAMES)
+CHART_LEFT, CHART_RIGHT = 0.06, 0.97  # the plot's x extent as vlmspec.data.synthetic draws it
+EMPTY_LOGIT = 4.0  # stage 1: the "empty slot" class's fixed logit (a word's logit is <token, embedding>)
+SLOTS = DefaultModelConfig().image_tokens  # 36 image tokens = 36 visual-word slots
 TEXT_CLASSES = ["none"] + list(WORDS) + [str(i) for i in range(100)]
 
 
 @dataclass(frozen=True)
 class RecipeConfig:
     seed: int = 0
-    train_scenes: int = 16000
-    vision_steps: int = 2000
+    train_scenes: int = 10000
+    vision_steps: int = 3000
     vision_batch: int = 64
     vision_lr: float = 1e-3
-    align_steps: int = 500
+    align_steps: int = 949  # the shipped run: 30 minutes of stage 2 at ~1.5 s/step
     qa_batch: int = 8
     description_batch: int = 4
     description_every: int = 4  # every 4th alignment step is a description batch
-    projector_lr: float = 1e-3
-    tower_lr: float = 1e-4
     lora_lr: float = 1e-3
     test_scenes: int = 100
     description_eval_scenes: int = 10
@@ -76,7 +82,11 @@ class RecipeConfig:
     description_max_tokens: int = 140
     init_from: str = ""  # continue from exported weights (skips stage 1)
     stage_seed: int = 0  # > 0: a different example order / LoRA init for a continuation
-    init_vision_only: bool = False  # with init_from: take only the vision tower; fresh projector + LoRA
+    init_vision_only: bool = False  # with init_from: take only the vision tower + projector; fresh LoRA
+    align_weight: float = 2.0  # stage 1: weight of the visual-word squared error
+    word_weight: float = 1.0  # stage 1: weight of the per-slot visual-word cross-entropy (0 = off)
+    val_scenes: int = 400  # stage 1: slot accuracy on these validation scenes
+    oracle: bool = False  # diagnostic: stage 2 + eval on exact visual words instead of the ViT (upper bound)
 
 
 # ------------------------------------------------------------------------------ data
@@ -115,6 +125,72 @@ HEADS = {  # name -> (slots, classes)
 }
 
 
+# ------------------------------------------------------------------- visual words
+def visual_word_ids(scene, tokenizer) -> list[list[int]]:
+    """What each of the 36 image tokens should say, as LM token ids (a slot's target is the sum
+    of their input embeddings; an empty slot's target is zero).
+
+    The slots sit where their content is: image token (r, c) of the 6x6 patch grid (sequence
+    index 6r + c) describes what lies under or next to it, so the ViT needs no long-range
+    routing, and read in order the slots form text-like runs the LM binds like adjacent words.
+
+    shapes: grid cell (R, C) of the 3x3 scene grid covers tokens rows 2R..2R+1, cols 2C..2C+1;
+    with a shape: (2R, 2C) = colour + size, (2R, 2C+1) = kind, (2R+1, 2C) = kind + position;
+    empty: (2R, 2C) = " shapes" + the count, (2R, 2C+1) = the background.
+    text (in cell row R): (2R, 0) = colour, (2R, 1..) = the answer tokens, one per slot;
+    (2R+1, 0) = " word" / " number", (2R+1, 1) = position, (2R+1, 2) = background.
+    charts: (0, 0) = " bar" / " line", (0, 1) = colour, (0, 2) = background, (0, 3) = the label
+    of the highest value; point j at x in column c_j: (5, c_j) = label + value digits.
+    """
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    slots: list[list[int]] = [[] for _ in range(SLOTS)]
+    background = ids(f" {scene.background}")
+    if scene.kind == "shapes":
+        by_cell = {tuple(sh.cell): sh for sh in scene.shapes}
+        for (row, col) in CELLS:
+            base = 12 * row + 2 * col
+            sh = by_cell.get((row, col))
+            if sh is None:
+                slots[base] = ids(" shapes") + ids(str(len(scene.shapes)))
+                slots[base + 1] = background
+            else:
+                slots[base] = ids(f" {sh.color} {sh.size}")
+                slots[base + 1] = ids(f" {sh.kind}")
+                slots[base + 6] = ids(f" {sh.kind} {sh.position}")
+    elif scene.kind == "text":
+        t = scene.text
+        base = 12 * t.cell[0]
+        slots[base] = ids(f" {t.color}")
+        for j, token in enumerate(ids(t.text)[:5]):
+            slots[base + 1 + j] = [token]
+        slots[base + 6] = ids(" number" if t.is_number else " word")
+        slots[base + 7] = ids(" " + CELL_NAMES[tuple(t.cell)])
+        slots[base + 8] = background
+    else:
+        c = scene.chart
+        slots[0] = ids(f" {c.chart}")
+        slots[1] = ids(f" {c.color}")
+        slots[2] = background
+        slots[3] = ids(c.labels[c.values.index(max(c.values))])
+        n = len(c.values)
+        for j, (label, value) in enumerate(zip(c.labels, c.values)):
+            x = CHART_LEFT + (CHART_RIGHT - CHART_LEFT) * (j + 0.5) / n  # the point's centre, as rendered
+            slots[30 + int(x * 6)] = ids(label) + ids(str(value))
+    return slots
+
+
+def visual_word_targets(scenes, tokenizer, embeddings: torch.Tensor) -> torch.Tensor:
+    """[n, SLOTS, H]: per scene and slot, the sum of the slot's word embeddings."""
+    out = torch.zeros((len(scenes), SLOTS, embeddings.shape[1]))
+    for i, scene in enumerate(scenes):
+        for j, slot in enumerate(visual_word_ids(scene, tokenizer)):
+            if slot:
+                out[i, j] = embeddings[torch.tensor(slot)].sum(0)
+    return out
+
+
 def render_pool(split: str, n: int, seed: int, image_size: int) -> tuple[torch.Tensor, list]:
     """n scenes of a split: images as uint8 [n, size, size, 3] (resized like the processor) + scenes."""
     images = torch.empty((n, image_size, image_size, 3), dtype=torch.uint8)
@@ -133,38 +209,141 @@ def to_pixels(images_uint8: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- stage 1
-def train_vision(model, images, scenes, cfg: RecipeConfig, mcfg: DefaultModelConfig) -> dict:
-    tower = model.model.vision_tower
+def image_tokens(model, pixels: torch.Tensor, standardise: "FeatureStandardiser | None" = None):
+    """(ViT output tokens [b, SLOTS, D], projected image tokens [b, SLOTS, H]) as the LLaVA model
+    computes them (``standardise``: stage 1's running standardisation before the projector)."""
+    feats = model.model.vision_tower(pixels, output_hidden_states=True).hidden_states[-1]
+    inputs = standardise(feats) if standardise is not None else feats
+    return feats, model.model.multi_modal_projector(inputs)
+
+
+class FeatureStandardiser(torch.nn.Module):
+    """Per-dimension (x - mean) / std of the ViT's output tokens with running statistics, used
+    in stage 1 and then folded into the projector's first linear layer (``fold_into``), so the
+    exported model is a stock LLaVA. Without it the projector sees residual features whose
+    shared component (norm ~100) drowns the per-token content and learns only the mean."""
+
+    def __init__(self, dim: int, momentum: float = 0.05) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.started = False
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # [b, n, D]
+        if self.training:
+            with torch.no_grad():
+                flat = feats.detach().flatten(0, -2)
+                m = self.momentum if self.started else 1.0
+                self.mean.lerp_(flat.mean(0), m)
+                self.std.lerp_(flat.std(0) + 1e-4, m)
+                self.started = True
+        return (feats - self.mean) / self.std
+
+    @torch.no_grad()
+    def fold_into(self, linear: torch.nn.Linear) -> None:
+        """linear(standardise(x)) == linear'(x): W' = W / std, b' = b - W' mean."""
+        weight = linear.weight / self.std  # [H, D]
+        linear.bias.sub_(weight @ self.mean)
+        linear.weight.copy_(weight)
+
+
+@torch.no_grad()
+def slot_accuracy(model, images, word_ids: list[list[list[int]]], vocab: torch.Tensor, embeddings: torch.Tensor,
+                  batch: int = 128) -> dict:
+    """Decode each image token back to words: a filled slot is right when its top-k words over
+    the visual vocabulary are exactly its k target words; an empty slot when its norm is small."""
+    vocab_emb = embeddings[vocab]  # [V, H]
+    norm = embeddings.norm(dim=-1).mean()
+    right = {"filled": [], "empty": [], "scene": []}
+    for start in range(0, len(word_ids), batch):
+        _, out = image_tokens(model, to_pixels(images[start : start + batch]))
+        scores = out @ vocab_emb.T  # [b, SLOTS, V]
+        for b, slots in enumerate(word_ids[start : start + batch]):
+            ok_scene = True
+            for j, slot in enumerate(slots):
+                if slot:
+                    top = set(vocab[scores[b, j].topk(len(set(slot))).indices].tolist())
+                    ok = top == set(slot)
+                    right["filled"].append(ok)
+                else:
+                    ok = bool(out[b, j].norm() < 0.5 * norm)
+                    right["empty"].append(ok)
+                ok_scene &= ok
+            right["scene"].append(ok_scene)
+    return {k: round(sum(v) / max(len(v), 1), 4) for k, v in right.items()}
+
+
+def slot_distributions(word_ids: list[list[list[int]]], vocab: torch.Tensor) -> torch.Tensor:
+    """[n, SLOTS, V + 1]: per slot, uniform over its words' positions in ``vocab``; the last
+    class means "empty slot"."""
+    index = {t: i for i, t in enumerate(vocab.tolist())}
+    out = torch.zeros((len(word_ids), SLOTS, len(index) + 1))
+    for n, slots in enumerate(word_ids):
+        for j, slot in enumerate(slots):
+            for t in set(slot):
+                out[n, j, index[t]] = 1.0 / len(set(slot))
+            if not slot:
+                out[n, j, -1] = 1.0
+    return out
+
+
+def train_vision(model, images, scenes, targets, cfg: RecipeConfig, mcfg: DefaultModelConfig, val=None,
+                 word_dist: torch.Tensor | None = None, vocab: torch.Tensor | None = None) -> dict:
+    """ViT + projector: scene-label heads (cross-entropy) + visual-word alignment of the
+    projected tokens: squared error to the summed word embeddings (in units of one embedding)
+    and, per slot, cross-entropy of its dot products with the visual vocabulary's embeddings
+    against the slot's words (a fixed logit stands for "empty"): the strong per-slot signal
+    that makes the ViT route each cell's content to that cell's slots."""
+    tower, projector = model.model.vision_tower, model.model.multi_modal_projector
     labels = [scene_labels(s) for s in scenes]
     stacked = {k: torch.stack([lab[k] for lab in labels]) for k in HEADS}
     features = mcfg.image_tokens * mcfg.vision_hidden
     heads = torch.nn.ModuleDict({k: torch.nn.Linear(features, s * c) for k, (s, c) in HEADS.items()})
     norm = torch.nn.LayerNorm(features)
-    params = list(tower.parameters()) + list(heads.parameters()) + list(norm.parameters())
+    emb_norm_sq = float(model.get_input_embeddings().weight.detach().norm(dim=-1).mean()) ** 2
+    vocab_emb = model.get_input_embeddings().weight.detach()[vocab] if vocab is not None else None  # [V, H]
+    params = [*tower.parameters(), *projector.parameters(), *heads.parameters(), *norm.parameters()]
+    for p in params:
+        p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.vision_lr, total_steps=cfg.vision_steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.vision_lr, total_steps=cfg.vision_steps,
+                                                pct_start=max(0.05, 3 / cfg.vision_steps))
     gen = torch.Generator().manual_seed(cfg.seed)
+    standardise = FeatureStandardiser(mcfg.vision_hidden)
     tower.train()
-    log = {}
-    bar = tqdm(range(cfg.vision_steps), desc="stage 1: vision", mininterval=5)
+    log: dict = {}
+    bar = tqdm(range(cfg.vision_steps), desc="stage 1: vision", mininterval=10)
     for step in bar:
         idx = torch.randint(len(scenes), (cfg.vision_batch,), generator=gen)
-        tokens = tower(to_pixels(images[idx]), output_hidden_states=True).hidden_states[-1]  # [b, 16, D]
-        flat = norm(tokens.flatten(1))
-        loss = 0.0
+        feats, projected = image_tokens(model, to_pixels(images[idx]), standardise)  # [b, SLOTS, D], [b, SLOTS, H]
+        flat = norm(feats.flatten(1))
+        label_loss = 0.0
         for name, (slots, classes) in HEADS.items():
             logits = heads[name](flat).view(-1, slots, classes)
-            target = stacked[name][idx].view(-1, slots)
-            loss = loss + F.cross_entropy(logits.flatten(0, 1), target.flatten())
+            label_loss = label_loss + F.cross_entropy(logits.flatten(0, 1), stacked[name][idx].flatten())
+        align_loss = (projected - targets[idx]).pow(2).sum(-1).mean() / emb_norm_sq
+        loss = label_loss + cfg.align_weight * align_loss
+        if word_dist is not None:
+            logits = projected @ vocab_emb.T  # [b, SLOTS, V]
+            logits = torch.cat([logits, logits.new_full((*logits.shape[:2], 1), EMPTY_LOGIT)], dim=-1)
+            word_loss = -(word_dist[idx] * logits.log_softmax(-1)).sum(-1).mean()
+            loss = loss + cfg.word_weight * word_loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            log = {"step": step, "loss": loss.item()}
+        if step % 50 == 0 or step == cfg.vision_steps - 1:
+            log = {"step": step, "label_loss": round(float(label_loss), 4), "align_loss": round(align_loss.item(), 4)}
+            if word_dist is not None:
+                log["word_loss"] = round(word_loss.item(), 4)
+            bar.set_postfix({k: v for k, v in log.items() if k != "step"})
     tower.eval()
+    standardise.fold_into(projector.linear_1)
+    if val is not None:
+        log["val_slot_accuracy"] = slot_accuracy(model, *val)
+        tqdm.write(f"stage 1 val slot accuracy: {log['val_slot_accuracy']}")
     return log
 
 
@@ -233,48 +412,35 @@ def answer_loss(model, ids, mask, labels, pixel_values) -> torch.Tensor:
     return F.cross_entropy(logits, targets[chosen])
 
 
-@torch.no_grad()
-def standardise_projector(model, images, n: int = 256) -> None:
-    """Data-dependent projector init: the ViT's residual features have a norm of ~100 while
-    SmolLM2's token embeddings have ~3; unscaled, the image tokens drown the prompt and the
-    LM ignores them. Fold per-dimension standardisation of the vision features into
-    linear_1, then scale linear_2 so projected tokens match the embedding norm."""
-    proj = model.model.multi_modal_projector
-    pixels = to_pixels(images[:n])
-    feats = model.model.vision_tower(pixels, output_hidden_states=True).hidden_states[-1].flatten(0, 1)  # [n*16, D]
-    mu, sigma = feats.mean(0), feats.std(0) + 1e-4  # [D]
-    w1 = proj.linear_1.weight / sigma  # [H, D]: acts on (x - mu) / sigma
-    proj.linear_1.bias.sub_(w1 @ mu)
-    proj.linear_1.weight.copy_(w1)
-    out = proj(feats)  # [n*16, H]
-    target = model.get_input_embeddings().weight.norm(dim=-1).mean()
-    scale = target / out.norm(dim=-1).mean()
-    proj.linear_2.weight.mul_(scale)
-    proj.linear_2.bias.mul_(scale)
-    tqdm.write(f"projector standardised: vision feature norm {feats.norm(dim=-1).mean():.1f} -> "
-               f"projected norm {proj(feats).norm(dim=-1).mean():.2f} (text embeddings {target:.2f})")
+class ImageTokenOverride:
+    """Forward hook on the projector: when ``value`` is set, the LM sees those image tokens
+    instead of the projected ViT output (the --oracle diagnostic: stage 2 on exact visual words)."""
+
+    def __init__(self, projector) -> None:
+        self.value: torch.Tensor | None = None
+        projector.register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, output):
+        return output if self.value is None else self.value.to(output.dtype).view_as(output)
 
 
 def train_alignment(model, processor, images, scenes, cfg: RecipeConfig, mcfg: DefaultModelConfig,
-                    init_state: dict | None = None) -> list[dict]:
+                    init_state: dict | None = None, override: ImageTokenOverride | None = None,
+                    targets: torch.Tensor | None = None) -> list[dict]:
+    """LLaVA-style alignment through the frozen LM: only the rank-r LoRA deltas learn (the ViT
+    and projector stay as stage 1 left them, so image tokens stay visual words)."""
     tokenizer = processor.tokenizer
     image_token_id = model.config.image_token_id
     for p in model.parameters():
         p.requires_grad_(False)
     loras = add_lora(model.model.language_model, mcfg, cfg.seed)
-    if init_state is None:
-        standardise_projector(model, images)
     if init_state:
         with torch.no_grad():
             for name, lora in loras.items():
                 a_name, b_name = lora_delta_name(name)
                 lora.A.copy_(init_state[a_name].float())
                 lora.B.copy_(init_state[b_name].float())
-    groups = [
-        {"params": list(model.model.multi_modal_projector.parameters()), "lr": cfg.projector_lr},
-        {"params": list(model.model.vision_tower.parameters()), "lr": cfg.tower_lr},
-        {"params": [p for m in loras.values() for p in (m.A, m.B)], "lr": cfg.lora_lr},
-    ]
+    groups = [{"params": [p for m in loras.values() for p in (m.A, m.B)], "lr": cfg.lora_lr}]
     for group in groups:
         for p in group["params"]:
             p.requires_grad_(True)
@@ -296,6 +462,7 @@ def train_alignment(model, processor, images, scenes, cfg: RecipeConfig, mcfg: D
         return ids, start, i
 
     model.train()
+    model.model.vision_tower.eval()
     log = []
     bar = tqdm(range(cfg.align_steps), desc="stage 2: align", mininterval=10)
     t0 = time.time()
@@ -318,7 +485,10 @@ def train_alignment(model, processor, images, scenes, cfg: RecipeConfig, mcfg: D
                 _, question, answer = rng.choice(scenes[i].questions)
                 batch.append(example(i, question, answer))
         ids, mask, labels = make_batch(batch, tokenizer.pad_token_id)
-        pixels = to_pixels(images[torch.tensor([b[2] for b in batch])])
+        rows = torch.tensor([b[2] for b in batch])
+        pixels = to_pixels(images[rows])
+        if override is not None:
+            override.value = targets[rows]
         loss = answer_loss(model, ids, mask, labels, pixels)
         opt.zero_grad()
         loss.backward()
@@ -338,7 +508,9 @@ def normalise(answer: str) -> str:
 
 
 @torch.inference_mode()
-def evaluate(model, processor, scenes, blank: bool, batch_size: int = 32) -> dict:
+def evaluate(model, processor, scenes, blank: bool, batch_size: int = 32, oracle=None) -> dict:
+    """Exact match per question type through processor + generate (the inference path).
+    ``oracle``: (override hook, scenes -> image tokens) to score the --oracle diagnostic."""
     tokenizer = processor.tokenizer
     items = [(s, qtype, q, a) for s in scenes for qtype, q, a in s.questions]
     correct: dict[str, list[int]] = {}
@@ -351,6 +523,8 @@ def evaluate(model, processor, scenes, blank: bool, batch_size: int = 32) -> dic
             (s.image if not blank else s.image.point(lambda _: 200)) for s, _, _, _ in chunk
         ]
         inputs = processor(images=images, text=texts, return_tensors="pt", padding=True, padding_side="left")
+        if oracle is not None:
+            oracle[0].value = oracle[1]([s for s, _, _, _ in chunk])
         out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
         answers = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         for (_, qtype, _, truth), got in zip(chunk, answers):
@@ -362,7 +536,7 @@ def evaluate(model, processor, scenes, blank: bool, batch_size: int = 32) -> dic
 
 
 @torch.inference_mode()
-def describe_check(model, processor, scenes, max_new_tokens: int = 140) -> dict:
+def describe_check(model, processor, scenes, max_new_tokens: int = 140, oracle=None) -> dict:
     """Share of each scene's shapes whose kind and colour the generated description names."""
     named, total, samples = 0, 0, []
     for s in tqdm(scenes, desc="descriptions", mininterval=10):
@@ -371,6 +545,8 @@ def describe_check(model, processor, scenes, max_new_tokens: int = 140) -> dict:
             add_generation_prompt=True,
         )
         inputs = processor(images=s.image, text=text, return_tensors="pt")
+        if oracle is not None:
+            oracle[0].value = oracle[1]([s])
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         description = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         for sh in s.shapes:
@@ -413,23 +589,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vision-steps", type=int, default=None)
     parser.add_argument("--train-scenes", type=int, default=None)
     parser.add_argument("--test-scenes", type=int, default=None)
+    parser.add_argument("--val-scenes", type=int, default=None)
     parser.add_argument("--description-eval-scenes", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a shared 2-core box)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--align-minutes", type=float, default=None, help="cap stage 2 wall time")
-    parser.add_argument("--init-from", default=None, help="exported weights to continue stage 2 from")
+    parser.add_argument("--init-from", default=None, help="exported weights to continue from (skips stage 1)")
+    parser.add_argument("--init-vision-only", action="store_true", default=None,
+                        help="with --init-from: keep the ViT + projector, start the LoRA deltas fresh")
     parser.add_argument("--stage-seed", type=int, default=None)
-    parser.add_argument("--init-vision-only", action="store_true", default=None)
     parser.add_argument("--description-every", type=int, default=None)
-    parser.add_argument("--tower-lr", type=float, default=None)
+    parser.add_argument("--lora-lr", type=float, default=None)
+    parser.add_argument("--vision-lr", type=float, default=None)
+    parser.add_argument("--align-weight", type=float, default=None)
+    parser.add_argument("--word-weight", type=float, default=None)
+    parser.add_argument("--oracle", action="store_true", default=None,
+                        help="diagnostic: skip stage 1 and feed the exact visual words to the LM (upper bound)")
     parser.add_argument("--out", default=str(WEIGHTS_FILE))
     args = parser.parse_args(argv)
     cfg = RecipeConfig()
     if args.quick:
-        cfg = RecipeConfig(train_scenes=300, vision_steps=20, align_steps=8, test_scenes=8, description_eval_scenes=2)
-    overrides = {k: getattr(args, k) for k in ("align_steps", "vision_steps", "train_scenes", "test_scenes",
-                                                 "description_eval_scenes", "align_minutes", "threads", "init_from",
-                                                 "stage_seed", "description_every", "tower_lr", "init_vision_only")}
-    cfg = RecipeConfig(**{**asdict(cfg), **{k: v for k, v in overrides.items() if v is not None}})
+        cfg = RecipeConfig(train_scenes=300, vision_steps=20, align_steps=8, test_scenes=8, val_scenes=16,
+                           description_eval_scenes=2)
+    names = ("align_steps", "vision_steps", "train_scenes", "test_scenes", "val_scenes", "description_eval_scenes",
+             "align_minutes", "threads", "init_from", "stage_seed", "description_every", "lora_lr", "vision_lr",
+             "align_weight", "word_weight", "init_vision_only", "oracle")
+    overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    cfg = RecipeConfig(**{**asdict(cfg), **overrides})
     mcfg = DefaultModelConfig()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -438,31 +623,42 @@ def main(argv: list[str] | None = None) -> int:
     lm, tokenizer = load_language_model()
     model, processor = assemble(lm, tokenizer, mcfg, seed=cfg.seed)
     del lm
+    tokenizer = processor.tokenizer
+    embeddings = model.get_input_embeddings().weight.detach().clone()  # [vocab, H]
     images, scenes = render_pool("train", cfg.train_scenes, cfg.seed, mcfg.image_size)
+    word_ids = [visual_word_ids(s, tokenizer) for s in scenes]
+    targets = visual_word_targets(scenes, tokenizer, embeddings)  # [n, SLOTS, H]
+    vocab = torch.tensor(sorted({t for slots in word_ids for slot in slots for t in slot}))
     init_state = None
-    if cfg.init_from:
+    if cfg.oracle:
+        stage1 = {"skipped": "oracle: the LM sees the exact visual words"}
+    elif cfg.init_from:
         from safetensors.torch import load_file
 
         init_state = load_file(cfg.init_from)
-        prefix = "model.vision_tower." if cfg.init_vision_only else "model."
-        trained = {k: v.float() for k, v in init_state.items() if k.startswith(prefix)}
+        trained = {k: v.float() for k, v in init_state.items() if k.startswith("model.")}
         model.load_state_dict(trained, strict=False)
         if cfg.init_vision_only:
             init_state = None
         stage1 = {"skipped": f"initialised from {cfg.init_from}"}
     else:
-        stage1 = train_vision(model, images, scenes, cfg, mcfg)
+        val_images, val_scenes = render_pool("val", cfg.val_scenes, cfg.seed, mcfg.image_size)
+        val = (val_images, [visual_word_ids(s, tokenizer) for s in val_scenes], vocab, embeddings)
+        word_dist = slot_distributions(word_ids, vocab) if cfg.word_weight > 0 else None
+        stage1 = train_vision(model, images, scenes, targets, cfg, mcfg, val, word_dist, vocab)
     t1 = time.time()
-    loras, stage2 = train_alignment(model, processor, images, scenes, cfg, mcfg, init_state)
+    override = ImageTokenOverride(model.model.multi_modal_projector) if cfg.oracle else None
+    loras, stage2 = train_alignment(model, processor, images, scenes, cfg, mcfg, init_state, override, targets)
     t2 = time.time()
     steps_done = len(stage2)
     export(model, loras, mcfg, {"recipe": asdict(cfg), "align_steps_done": steps_done, "status": "trained, not yet evaluated"},
            Path(args.out))  # checkpoint: the weights exist even if the evaluation is cut short
     test_scenes = [generate_scene(split_seed("test", i, cfg.seed)) for i in range(cfg.test_scenes)]
-    with_image = evaluate(model, processor, test_scenes, blank=False)
-    blank = evaluate(model, processor, test_scenes, blank=True)
+    oracle = (override, lambda chunk: visual_word_targets(chunk, tokenizer, embeddings)) if cfg.oracle else None
+    with_image = evaluate(model, processor, test_scenes, blank=False, oracle=oracle)
+    blank = evaluate(model, processor, test_scenes, blank=True) if not cfg.oracle else {}
     shape_scenes = [s for s in test_scenes if s.kind == "shapes"][: cfg.description_eval_scenes]
-    descriptions = describe_check(model, processor, shape_scenes, cfg.description_max_tokens)
+    descriptions = describe_check(model, processor, shape_scenes, cfg.description_max_tokens, oracle=oracle)
     report = {
         "recipe": asdict(cfg),
         "minutes": {"stage1": round((t1 - started) / 60, 1), "stage2": round((t2 - t1) / 60, 1),
@@ -475,7 +671,8 @@ def main(argv: list[str] | None = None) -> int:
         "descriptions": descriptions,
     }
     export(model, loras, mcfg, report, Path(args.out))
-    print(json.dumps({k: report[k] for k in ("minutes", "test_exact_match", "test_exact_match_blank_image")}, indent=2))
+    print(json.dumps({k: report[k] for k in ("minutes", "stage1_last", "test_exact_match",
+                                             "test_exact_match_blank_image")}, indent=2))
     print(json.dumps(descriptions, indent=2))
     return 0
 

@@ -1,4 +1,5 @@
-"""Spec strings -> drafters: "none", "prompt-lookup[:N]", "model:PATH", and whatever registers later.
+"""Spec strings -> drafters: "auto" (the default), "none", "prompt-lookup[:N]", "model:PATH",
+"eagle:PATH", "vispec:PATH", "msd:PATH", "specvlm:PATH", and whatever registers later.
 
 A new drafter kind is one `register_drafter("kind", factory)` line; the loop never changes.
 """
@@ -15,6 +16,7 @@ from .specvlm import specvlm_from_spec
 from .vispec import vispec_from_spec
 from .model import ModelDrafter
 from .prompt_lookup import NoDrafter, PromptLookupConfig, PromptLookupDrafter
+from .shipped import auto_drafter
 
 # factory(argument after the colon or None, target) -> Drafter
 DrafterFactory = Callable[[str | None, object], Drafter]
@@ -67,3 +69,4 @@ register_drafter("eagle", eagle_from_spec)
 register_drafter("vispec", vispec_from_spec)
 register_drafter("msd", msd_from_spec)
 register_drafter("specvlm", specvlm_from_spec)
+register_drafter("auto", auto_drafter)

@@ -42,8 +42,8 @@ CHAT_TEMPLATE = (
 class DefaultModelConfig:
     """Architecture of the default model's trained parts (stock SigLIP vision + LLaVA MLP projector + LoRA)."""
 
-    image_size: int = 128
-    patch_size: int = 32  # -> (128 / 32)^2 = 16 image tokens
+    image_size: int = 192
+    patch_size: int = 32  # -> (192 / 32)^2 = 36 image tokens
     vision_hidden: int = 256
     vision_layers: int = 4
     vision_heads: int = 4
