@@ -66,9 +66,10 @@ from PIL import Image  # noqa: E402
 
 import vlmspec  # noqa: E402
 from vlmspec import Pipeline, ScheduleConfig, Target  # noqa: E402
+from vlmspec.atomic import atomic_write_text  # noqa: E402
 from vlmspec.core.autotune import choose_chain_length, cpu_name, measure_verify_costs  # noqa: E402
 from vlmspec.drafters.eagle import EagleConfig, EagleDrafter  # noqa: E402
-from vlmspec.fast import FastConfig, accelerate_cpu, restore  # noqa: E402
+from vlmspec.fast import FastConfig, accelerate_cpu  # noqa: E402
 from vlmspec.fast.cpu_linear import _pack, _run  # noqa: E402
 
 PROMPTS = [
@@ -127,14 +128,6 @@ def _ints(text: str) -> list[int]:
 def _image(seed: int) -> Image.Image:
     rng = np.random.RandomState(seed)
     return Image.fromarray(rng.randint(0, 256, (64, 64, 3), dtype=np.uint8))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------ 1. one linear
@@ -378,7 +371,7 @@ def main(argv=None) -> int:
         out += ["", f"Fast path: {report.summary()}"]
     text = "\n".join(out) + "\n"
     print(text)
-    write_atomic(Path(args.out), text)
+    atomic_write_text(Path(args.out), text)
     print(f"written to {args.out}")
     return 0 if not differ else 1
 

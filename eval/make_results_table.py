@@ -15,10 +15,10 @@ outputs cannot be compared token for token).
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
+
+from vlmspec.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = {"greedy": ROOT / "runs/eval/drafters-greedy/summary.json", "T = 1": ROOT / "runs/eval/drafters-t1/summary.json"}
@@ -87,10 +87,7 @@ def main() -> int:
         "",
     ]
     out = ROOT / "eval" / "RESULTS.md"
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, suffix=".tmp", delete=False) as handle:
-        handle.write("\n".join(lines))
-    os.chmod(handle.name, 0o644)
-    os.replace(handle.name, out)
+    atomic_write_text(out, "\n".join(lines), mode=0o644)
     print(out.read_text())
     return 0
 

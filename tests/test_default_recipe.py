@@ -91,10 +91,9 @@ def test_text_and_chart_slots_spell_the_answers(recipe):
 def test_targets_are_sums_of_the_slot_embeddings(recipe):
     tok = WordTokenizer()
     scenes = scenes_of("shapes", 3) + scenes_of("chart", 2)
-    for s in scenes:
-        recipe.visual_word_ids(s, tok)  # fill the vocabulary first
+    word_ids = [recipe.visual_word_ids(s, tok) for s in scenes]
     embeddings = torch.randn(len(tok.vocab) + 4, 8)
-    targets = recipe.visual_word_targets(scenes, tok, embeddings)  # [n, SLOTS, 8]
+    targets = recipe.visual_word_targets(word_ids, embeddings)  # [n, SLOTS, 8]
     assert targets.shape == (len(scenes), recipe.SLOTS, 8)
     for i, s in enumerate(scenes):
         for j, slot in enumerate(recipe.visual_word_ids(s, tok)):

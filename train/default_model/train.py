@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +49,7 @@ from vlmspec.data.synthetic import (
     generate_scene,
     split_seed,
 )
+from vlmspec.atomic import atomic_write_bytes, atomic_write_json
 from vlmspec.models.default import WEIGHTS_FILE, DefaultModelConfig, assemble, lora_delta_name
 from vlmspec.models.smollm import load_language_model
 
@@ -181,11 +180,11 @@ def visual_word_ids(scene, tokenizer) -> list[list[int]]:
     return slots
 
 
-def visual_word_targets(scenes, tokenizer, embeddings: torch.Tensor) -> torch.Tensor:
-    """[n, SLOTS, H]: per scene and slot, the sum of the slot's word embeddings."""
-    out = torch.zeros((len(scenes), SLOTS, embeddings.shape[1]))
-    for i, scene in enumerate(scenes):
-        for j, slot in enumerate(visual_word_ids(scene, tokenizer)):
+def visual_word_targets(word_ids: list[list[list[int]]], embeddings: torch.Tensor) -> torch.Tensor:
+    """[n, SLOTS, H]: per scene (its ``visual_word_ids``) and slot, the sum of the slot's word embeddings."""
+    out = torch.zeros((len(word_ids), SLOTS, embeddings.shape[1]))
+    for i, slots in enumerate(word_ids):
+        for j, slot in enumerate(slots):
             if slot:
                 out[i, j] = embeddings[torch.tensor(slot)].sum(0)
     return out
@@ -559,7 +558,7 @@ def describe_check(model, processor, scenes, max_new_tokens: int = 140, oracle=N
 
 # ---------------------------------------------------------------------------- export
 def export(model, loras, mcfg: DefaultModelConfig, report: dict, path: Path) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {}
     for name, tensor in model.state_dict().items():
@@ -569,17 +568,9 @@ def export(model, loras, mcfg: DefaultModelConfig, report: dict, path: Path) -> 
         a_name, b_name = lora_delta_name(name)
         state[a_name] = lora.A.detach().to(torch.float16).contiguous()
         state[b_name] = lora.B.detach().to(torch.float16).contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        tmp = handle.name
-    save_file(state, tmp, metadata={"format": "pt"})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save(state, metadata={"format": "pt"}), mode=0o644)
     meta = {"model_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(mcfg).items()}, **report}
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(meta, handle, indent=2)
-    os.chmod(handle.name, 0o644)
-    os.replace(handle.name, path.with_suffix(".json"))
+    atomic_write_json(path.with_suffix(".json"), meta, mode=0o644, indent=2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -627,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     embeddings = model.get_input_embeddings().weight.detach().clone()  # [vocab, H]
     images, scenes = render_pool("train", cfg.train_scenes, cfg.seed, mcfg.image_size)
     word_ids = [visual_word_ids(s, tokenizer) for s in scenes]
-    targets = visual_word_targets(scenes, tokenizer, embeddings)  # [n, SLOTS, H]
+    targets = visual_word_targets(word_ids, embeddings)  # [n, SLOTS, H]
     vocab = torch.tensor(sorted({t for slots in word_ids for slot in slots for t in slot}))
     init_state = None
     if cfg.oracle:
@@ -654,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     export(model, loras, mcfg, {"recipe": asdict(cfg), "align_steps_done": steps_done, "status": "trained, not yet evaluated"},
            Path(args.out))  # checkpoint: the weights exist even if the evaluation is cut short
     test_scenes = [generate_scene(split_seed("test", i, cfg.seed)) for i in range(cfg.test_scenes)]
-    oracle = (override, lambda chunk: visual_word_targets(chunk, tokenizer, embeddings)) if cfg.oracle else None
+    oracle = (override, lambda chunk: visual_word_targets([visual_word_ids(c, tokenizer) for c in chunk], embeddings)) if cfg.oracle else None
     with_image = evaluate(model, processor, test_scenes, blank=False, oracle=oracle)
     blank = evaluate(model, processor, test_scenes, blank=True) if not cfg.oracle else {}
     shape_scenes = [s for s in test_scenes if s.kind == "shapes"][: cfg.description_eval_scenes]

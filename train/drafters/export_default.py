@@ -23,6 +23,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from vlmspec.atomic import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "vlmspec" / "models" / "default_weights" / "drafters"
 KINDS = ("eagle", "vispec", "msd", "specvlm")
@@ -48,14 +50,6 @@ def _atomic_dir(final: Path, fill) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        handle.write(text)
-    os.chmod(handle.name, 0o644)
-    os.replace(handle.name, path)
 
 
 def copy_drafter(source: Path, dest: Path, shape: dict) -> int:
@@ -118,15 +112,15 @@ def card(kind: str, config_path: Path, config: dict, train: dict, size: int, gre
     lines = [
         f"# {kind}-default: {TITLES[kind]} for the vlmspec default model",
         "",
-        f"A drafter for `vlmspec-default` (the demo LLaVA built by `vlmspec.models.default_model_dir()`),",
-        f"trained by online-logit distillation (`vlmspec.training`) on this machine's 2 CPU cores.",
+        "A drafter for `vlmspec-default` (the demo LLaVA built by `vlmspec.models.default_model_dir()`),",
+        "trained by online-logit distillation (`vlmspec.training`) on this machine's 2 CPU cores.",
         f"Weights ship as package data in `vlmspec/models/default_weights/drafters/{kind}/`",
         f"({size / 2**20:.1f} MB, fp16, vocabulary trimmed to {config.get('draft_vocab_size')} tokens; the",
         "embedding and LM head are the target's, never stored). It records the target's fingerprint",
         "and refuses to load against any other target (`DrafterMismatchError`).",
         "",
         "```bash",
-        f"vlmspec generate --image examples/scene.png --prompt \"Describe the image in detail.\" \\",
+        "vlmspec generate --image examples/scene.png --prompt \"Describe the image in detail.\" \\",
         f"    --drafter {kind}:vlmspec/models/default_weights/drafters/{kind}",
         "```",
         "",
@@ -134,7 +128,7 @@ def card(kind: str, config_path: Path, config: dict, train: dict, size: int, gre
         "",
         f"- config: [`{config_path.relative_to(ROOT)}`](../../{config_path.relative_to(ROOT)}); command:",
         f"  `python -m vlmspec.training --config {config_path.relative_to(ROOT)}` then",
-        f"  `python train/drafters/export_default.py ...` (this card).",
+        "  `python train/drafters/export_default.py ...` (this card).",
         f"- drafter config in training: `{json.dumps(config.get('drafter_config'))}`; the shipped copy drafts a",
         "  chain of 3 (`tree: chain, depth: 3`), the fastest shape measured on this CPU (a dynamic tree of",
         "  32 nodes accepted more per step but cost more than it saved); override with `?tree=...`",
@@ -185,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         shape.update({k: v for k, v in (("top_k", args.top_k), ("total_tokens", args.total_tokens)) if v is not None})
         size = copy_drafter(run_dir / "drafter", SHIPPED / kind, shape)
         text = card(kind, config_path, config, training_summary(run_dir), size, greedy, sampled)
-        _atomic_text(ROOT / "adapters" / f"{kind}-default" / "README.md", text)
+        atomic_write_text(ROOT / "adapters" / f"{kind}-default" / "README.md", text, mode=0o644)
         print(f"{kind}: {size / 2**20:.1f} MB -> {SHIPPED / kind}")
     if greedy is not None:
         speed = {k: (_method_row(greedy, k) or {}).get("speedup_total") for k in (*KINDS, "prompt-lookup")}
@@ -195,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             best = None
         why = (f"highest greedy speedup in the results table ({trained[best]:.2f}x)" if best
                else "no trained drafter beat prompt lookup")
-        _atomic_text(SHIPPED / "best.json", json.dumps({"drafter": best, "why": why, "speedups": speed}, indent=2) + "\n")
+        atomic_write_text(SHIPPED / "best.json", json.dumps({"drafter": best, "why": why, "speedups": speed}, indent=2) + "\n",
+                          mode=0o644)
         print(f"best: {best} ({why})")
     return 0
 

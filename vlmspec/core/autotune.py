@@ -52,7 +52,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +59,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from ..atomic import atomic_write_json
 from ..errors import InputError
 
 CACHE_VERSION = 1
@@ -377,23 +377,6 @@ def cache_path(key: dict, home: str | os.PathLike | None = None) -> Path:
     return root / "autotune" / f"verify-{digest}.json"
 
 
-def _atomic_write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _read_cache(path: Path, key: dict) -> dict[int, float]:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
@@ -444,5 +427,6 @@ def load_or_measure(
     if missing:
         costs.update(measure_verify_costs(target, missing, context_length=context_length, repeats=repeats,
                                           statistic=statistic, **measure_kwargs))
-        _atomic_write_json(path, {"key": key, "costs": {str(n): s for n, s in sorted(costs.items())}, "measured_at": time.time()})
+        atomic_write_json(path, {"key": key, "costs": {str(n): s for n, s in sorted(costs.items())}, "measured_at": time.time()},
+                          indent=1, sort_keys=True)
     return {int(n): costs[int(n)] for n in sorted({int(n) for n in token_counts})}

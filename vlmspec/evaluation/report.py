@@ -30,10 +30,11 @@ import json
 import math
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ..atomic import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from .runner import EvalRun
@@ -43,27 +44,6 @@ SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
 PLOT_FILES = {"speedup": "speedup.png", "acceptance": "acceptance.png",
               "accuracy_vs_speed": "accuracy_vs_speed.png"}
-
-
-# --------------------------------------------------------------------- atomic writes
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old or the new file, never a partial one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # ------------------------------------------------------------------------ summaries

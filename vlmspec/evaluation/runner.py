@@ -509,7 +509,7 @@ def _prepare_out_dir(config: EvalConfig) -> ResultsLog:
             )
     elif log.path.exists():
         raise EvalError(f"{log.path} exists without {RUN_FILE}; use another --out folder or pass --overwrite")
-    from .report import atomic_write_text
+    from ..atomic import atomic_write_text
 
     atomic_write_text(run_file, json.dumps({"fingerprint": config.fingerprint(), "config": config.to_dict()},
                                            indent=2) + "\n")

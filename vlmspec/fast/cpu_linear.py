@@ -334,10 +334,10 @@ def _load_plans(config: FastConfig) -> dict[str, list]:
 def _save_plans(config: FastConfig, plans: dict[str, list]) -> None:
     if not config.tune_cache:
         return
-    from ..core.autotune import _atomic_write_json
+    from ..atomic import atomic_write_json
 
     try:
-        _atomic_write_json(_tune_cache_path(config), plans)
+        atomic_write_json(_tune_cache_path(config), plans, indent=1, sort_keys=True)
     except OSError:
         pass  # a read-only home only costs re-tuning next time
 

@@ -83,6 +83,17 @@ class DrafterTrainingAdapter(Protocol):
     def inference_drafter(self): ...
 
 
+def _load_or_create(drafter_cls, config_cls, target, drafter_config: dict, *, init_from, draft_vocab,
+                    init_layer_from_target: bool, seed: int):
+    """A drafter of an EagleDrafter class: loaded from ``init_from`` (``drafter_config`` may then
+    only change how it drafts) or freshly built for ``target``."""
+    if init_from:
+        config = config_cls.from_dict(drafter_config) if drafter_config else None
+        return drafter_cls.from_pretrained(init_from, target, config)
+    return drafter_cls.from_target(target, config_cls.from_dict(drafter_config), draft_vocab=draft_vocab,
+                                   init_layer_from_target=init_layer_from_target, seed=seed)
+
+
 class EagleAdapter:
     """EAGLE-1/2 (and SpecVLM's EagleVLM with drafter_config input_norm=true)."""
 
@@ -95,15 +106,8 @@ class EagleAdapter:
     def build(cls, target, drafter_config: dict, *, init_from=None, draft_vocab=None, init_layer_from_target=False, seed=0):
         from ..drafters.eagle import EagleConfig, EagleDrafter
 
-        if init_from:
-            config = EagleConfig.from_dict(drafter_config) if drafter_config else None
-            drafter = EagleDrafter.from_pretrained(init_from, target, config)
-        else:
-            drafter = EagleDrafter.from_target(
-                target, EagleConfig.from_dict(drafter_config), draft_vocab=draft_vocab,
-                init_layer_from_target=init_layer_from_target, seed=seed,
-            )
-        return cls(drafter)
+        return cls(_load_or_create(EagleDrafter, EagleConfig, target, drafter_config, init_from=init_from,
+                                   draft_vocab=draft_vocab, init_layer_from_target=init_layer_from_target, seed=seed))
 
     def trainable_parameters(self) -> list:
         return [p for p in self.drafter.parameters() if p.requires_grad]
@@ -271,14 +275,8 @@ def build_adapter(
     module, drafter_cls, config_cls = _vision_classes(kind)
     if drafter_cls is None:
         raise ModelLoadError(f"{module.__name__} has make_training_adapter but no drafter class to build.")
-    if init_from:
-        config = config_cls.from_dict(drafter_config) if drafter_config else None
-        drafter = drafter_cls.from_pretrained(init_from, target, config)
-    else:
-        drafter = drafter_cls.from_target(
-            target, config_cls.from_dict(drafter_config), draft_vocab=draft_vocab,
-            init_layer_from_target=init_layer_from_target, seed=seed,
-        )
+    drafter = _load_or_create(drafter_cls, config_cls, target, drafter_config, init_from=init_from,
+                              draft_vocab=draft_vocab, init_layer_from_target=init_layer_from_target, seed=seed)
     if hasattr(module, "make_training_adapter"):
         return module.make_training_adapter(drafter)
     return VisionDrafterAdapter(drafter, kind)

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..atomic import atomic_write_text
 from ..errors import InputError, ModelLoadError
 from .adapters import DrafterTrainingAdapter, StepContext, TeacherOutputs, build_adapter
 from .config import SourceConfig, TrainConfig
@@ -194,7 +195,7 @@ class Trainer:
         self.step = 0
         self._saved_step = None
         if acc.is_main_process:
-            _atomic_write(self.output_dir / "config.json", cfg.to_json())
+            atomic_write_text(self.output_dir / "config.json", cfg.to_json())
         self._resume()
         self._ready = True
         return self
@@ -475,7 +476,7 @@ class Trainer:
                 os.replace(final, stale)
             os.replace(staging, final)
             shutil.rmtree(stale, ignore_errors=True)
-            _atomic_write(root / LATEST_NAME, final.name + "\n")
+            atomic_write_text(root / LATEST_NAME, final.name + "\n")
             self._prune(root, keep=final.name)
         acc.wait_for_everyone()
         self._saved_step = self.step
@@ -548,16 +549,6 @@ def _check_unique_ids(samples: list[RawSample]) -> None:
         seen.add(sample.id)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(staging, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(staging, path)
-
-
 def _append_line(path: Path, record: dict) -> None:
     """One JSON line per write (a single O_APPEND write), flushed to disk."""
     line = (json.dumps(record) + "\n").encode()
@@ -580,7 +571,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
                 kept.append(line)
         except json.JSONDecodeError:
             continue  # a line cut by the interruption
-    _atomic_write(path, "".join(line + "\n" for line in kept))
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def train(config: TrainConfig) -> TrainResult:
