@@ -104,8 +104,8 @@ def _fmt(row: dict | None, key: str, spec: str) -> str:
     return format(row[key], spec)
 
 
-def card(kind: str, config_path: Path, config: dict, train: dict, size: int, greedy: dict | None,
-         sampled: dict | None) -> str:
+def card(kind: str, config_path: Path, config: dict, train: dict, size: int, vocab_size: int,
+         greedy: dict | None, sampled: dict | None) -> str:
     g, s = _method_row(greedy, kind), _method_row(sampled, kind)
     data = config["data"]
     lossless = "n/a" if g is None or g.get("lossless") is None else f"{g['lossless'] * 100:.0f}%"
@@ -115,7 +115,8 @@ def card(kind: str, config_path: Path, config: dict, train: dict, size: int, gre
         "A drafter for `vlmspec-default` (the demo LLaVA built by `vlmspec.models.default_model_dir()`),",
         "trained by online-logit distillation (`vlmspec.training`) on this machine's 2 CPU cores.",
         f"Weights ship as package data in `vlmspec/models/default_weights/drafters/{kind}/`",
-        f"({size / 2**20:.1f} MB, fp16, vocabulary trimmed to {config.get('draft_vocab_size')} tokens; the",
+        f"({size / 2**20:.1f} MB, fp16, vocabulary trimmed to the {vocab_size} tokens the",
+        f"training responses use (`draft_vocab_size` {config.get('draft_vocab_size')} was the cap); the",
         "embedding and LM head are the target's, never stored). It records the target's fingerprint",
         "and refuses to load against any other target (`DrafterMismatchError`).",
         "",
@@ -178,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         shape = {"tree": args.tree, "depth": args.depth}
         shape.update({k: v for k, v in (("top_k", args.top_k), ("total_tokens", args.total_tokens)) if v is not None})
         size = copy_drafter(run_dir / "drafter", SHIPPED / kind, shape)
-        text = card(kind, config_path, config, training_summary(run_dir), size, greedy, sampled)
+        vocab_size = json.loads((run_dir / "drafter" / "config.json").read_text())["draft_vocab_size"]
+        text = card(kind, config_path, config, training_summary(run_dir), size, vocab_size, greedy, sampled)
         atomic_write_text(ROOT / "adapters" / f"{kind}-default" / "README.md", text, mode=0o644)
         print(f"{kind}: {size / 2**20:.1f} MB -> {SHIPPED / kind}")
     if greedy is not None:
