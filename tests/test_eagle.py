@@ -474,3 +474,35 @@ def test_forward_train_shapes_padding_and_gradients(targets):
         padded, _ = drafter.forward_train(padded_ids, padded_hidden, mask)
     assert torch.allclose(padded[:, 3:], plain, atol=1e-5)
     drafter.eval()
+
+
+def test_target_fingerprint_cached_until_weights_change(targets, monkeypatch):
+    """The embedding is hashed once per weight version: a second call re-uses it, an in-place
+    edit of the embedding (a new version) is hashed again and gives a different fingerprint."""
+    import hashlib
+
+    from vlmspec.drafters import eagle
+
+    target = targets["llava"]
+    calls = []
+    real = hashlib.sha256
+    monkeypatch.setattr(eagle.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    first = eagle.target_fingerprint(target)
+    again = eagle.target_fingerprint(target)
+    assert again == first
+    hashed = len(calls)
+    assert hashed <= 1
+    weight = target.model.get_input_embeddings().weight
+    saved = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight[0, 0] += 1.0
+        edited = eagle.target_fingerprint(target)
+        assert len(calls) == hashed + 1
+        assert edited["embed_sha256"] != first["embed_sha256"]
+        again["embed_sha256"] = "mutated copy"  # callers get copies, never the cached dict
+        assert eagle.target_fingerprint(target)["embed_sha256"] == edited["embed_sha256"]
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    assert eagle.target_fingerprint(target) == first

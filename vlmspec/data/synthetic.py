@@ -504,7 +504,7 @@ def make_questions(scene: Scene) -> list[tuple[str, str, str]]:
         q.append(("color", f"What color is the text? {one}", t.color))
     else:
         c = scene.chart
-        q.append(("chart_type", f"What kind of chart is this? Answer bar or line.", c.chart))
+        q.append(("chart_type", "What kind of chart is this? Answer bar or line.", c.chart))
         hi = c.labels[c.values.index(max(c.values))]
         q.append(("chart_max", "Which label has the highest value? Answer with the label.", hi))
         for lab, v in zip(c.labels, c.values):

@@ -19,7 +19,6 @@ i.e. multi-token verification gets cheaper and plain decoding does not get notic
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 from .cpu_linear import FastConfig, FastReport, accelerate_cpu, restore
 
