@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import vlmspec
+    from vlmspec.atomic import atomic_write_text
     from vlmspec.data import DESCRIBE_PROMPT, generate_scene
 
     pipe = vlmspec.load(args.target, args.drafter, draft_length=args.draft_length)
@@ -72,11 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     text = "\n".join(lines) + "\n"
     print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-    os.replace(handle.name, out)
+    atomic_write_text(Path(args.out), text)
     return 0 if all(r["identical"] for r in rows) else 1
 
 

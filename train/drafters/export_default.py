@@ -23,7 +23,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from vlmspec.atomic import atomic_write_text
+from vlmspec.atomic import atomic_replace_dir, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "vlmspec" / "models" / "default_weights" / "drafters"
@@ -37,16 +37,13 @@ TITLES = {
 
 
 def _atomic_dir(final: Path, fill) -> None:
+    """Fill a temp folder beside ``final``, then swap it in (``atomic_replace_dir``)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
     try:
         fill(tmp)
         os.chmod(tmp, 0o755)
-        old = final.with_name(f".{final.name}-old")
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        atomic_replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

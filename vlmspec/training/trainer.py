@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_replace_dir, atomic_write_text
 from ..errors import InputError, ModelLoadError
 from .adapters import DrafterTrainingAdapter, StepContext, TeacherOutputs, build_adapter
 from .config import SourceConfig, TrainConfig
@@ -470,12 +470,7 @@ class Trainer:
         if acc.is_main_process:
             state = {"step": self.step, "sampler": self.sampler.state_dict(), "config": self.config.to_dict()}
             (staging / STATE_NAME).write_text(json.dumps(state, indent=2) + "\n")
-            stale = root / f".step-{self.step:08d}.old"
-            if final.exists():  # same step saved before: move it aside, never leave `latest` dangling long
-                shutil.rmtree(stale, ignore_errors=True)
-                os.replace(final, stale)
-            os.replace(staging, final)
-            shutil.rmtree(stale, ignore_errors=True)
+            atomic_replace_dir(staging, final)  # same step saved before: replaced, `latest` never dangles long
             atomic_write_text(root / LATEST_NAME, final.name + "\n")
             self._prune(root, keep=final.name)
         acc.wait_for_everyone()
