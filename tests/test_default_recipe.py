@@ -99,3 +99,20 @@ def test_targets_are_sums_of_the_slot_embeddings(recipe):
         for j, slot in enumerate(recipe.visual_word_ids(s, tok)):
             expected = embeddings[slot].sum(0) if slot else torch.zeros(8)
             torch.testing.assert_close(targets[i, j], expected)
+
+
+def test_token_cells_maps_each_image_token_to_the_scene_cell_it_covers(recipe):
+    # 6x6 image tokens over the 3x3 scene grid: token (r, c) lies in cell (r // 2, c // 2).
+    cells = recipe.token_cells(6)
+    assert cells.shape == (36,)
+    for r in range(6):
+        for c in range(6):
+            assert int(cells[6 * r + c]) == recipe.CELLS.index((r // 2, c // 2))
+    # The per-token cell labels of a scene put each shape's kind exactly on its cell's 4 tokens.
+    scene = next(s for i in range(50) if (s := generate_scene(split_seed("train", i))).kind == "shapes")
+    labels = recipe.scene_labels(scene)["cell_shape"][cells]  # [36]
+    for sh in scene.shapes:
+        r, c = sh.cell
+        for tok in (12 * r + 2 * c, 12 * r + 2 * c + 1, 12 * r + 2 * c + 6, 12 * r + 2 * c + 7):
+            assert int(labels[tok]) == recipe.SHAPE_KINDS.index(sh.kind) + 1
+    assert int((labels > 0).sum()) == 4 * len(scene.shapes)

@@ -84,7 +84,10 @@ class RecipeConfig:
     init_vision_only: bool = False  # with init_from: take only the vision tower + projector; fresh LoRA
     align_weight: float = 2.0  # stage 1: weight of the visual-word squared error
     word_weight: float = 1.0  # stage 1: weight of the per-slot visual-word cross-entropy (0 = off)
+    cell_weight: float = 0.0  # stage 1: weight of the per-token cell heads (colour / kind / size; 0 = off)
+    global_heads: bool = True  # stage 1: the label heads on the flattened grid (off: per-token losses only)
     val_scenes: int = 400  # stage 1: slot accuracy on these validation scenes
+    tune_vision_lr: float = 0.0  # > 0: stage 2 also trains the projector and ViT (end to end) at this lr
     oracle: bool = False  # diagnostic: stage 2 + eval on exact visual words instead of the ViT (upper bound)
 
 
@@ -118,6 +121,12 @@ def scene_labels(scene) -> dict[str, torch.Tensor]:
     }
 
 
+def token_cells(grid: int) -> torch.Tensor:
+    """[grid * grid]: the 3x3 scene-grid cell (index 3 * row + col, as CELLS) each image token lies in."""
+    return torch.tensor([(r * 3 // grid) * 3 + c * 3 // grid for r in range(grid) for c in range(grid)])
+
+
+CELL_HEADS = {"cell_color": 8, "cell_shape": 6, "cell_size": 4}  # per-token heads: what its cell holds
 HEADS = {  # name -> (slots, classes)
     "kind": (1, 3), "cell_shape": (9, 6), "cell_color": (9, 8), "cell_size": (9, 4), "count": (1, 6),
     "text": (1, len(TEXT_CLASSES)), "text_color": (1, 8), "chart_type": (1, 3), "chart_values": (5, 21),
@@ -296,13 +305,18 @@ def train_vision(model, images, scenes, targets, cfg: RecipeConfig, mcfg: Defaul
     that makes the ViT route each cell's content to that cell's slots."""
     tower, projector = model.model.vision_tower, model.model.multi_modal_projector
     labels = [scene_labels(s) for s in scenes]
-    stacked = {k: torch.stack([lab[k] for lab in labels]) for k in HEADS}
+    stacked = {k: torch.stack([lab[k] for lab in labels]) for k in labels[0]}
     features = mcfg.image_tokens * mcfg.vision_hidden
-    heads = torch.nn.ModuleDict({k: torch.nn.Linear(features, s * c) for k, (s, c) in HEADS.items()})
+    global_heads = HEADS if cfg.global_heads else {}
+    heads = torch.nn.ModuleDict({k: torch.nn.Linear(features, s * c) for k, (s, c) in global_heads.items()})
     norm = torch.nn.LayerNorm(features)
+    cell_head = torch.nn.Linear(mcfg.vision_hidden, sum(CELL_HEADS.values()))
+    cell_of_token = token_cells(mcfg.image_size // mcfg.patch_size)  # [SLOTS]
+    cell_labels = torch.stack([stacked[k][:, cell_of_token] for k in CELL_HEADS], -1)  # [n, SLOTS, 3]
     emb_norm_sq = float(model.get_input_embeddings().weight.detach().norm(dim=-1).mean()) ** 2
     vocab_emb = model.get_input_embeddings().weight.detach()[vocab] if vocab is not None else None  # [V, H]
-    params = [*tower.parameters(), *projector.parameters(), *heads.parameters(), *norm.parameters()]
+    params = [*tower.parameters(), *projector.parameters(), *heads.parameters(), *norm.parameters(),
+              *cell_head.parameters()]
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=0.01)
@@ -318,9 +332,14 @@ def train_vision(model, images, scenes, targets, cfg: RecipeConfig, mcfg: Defaul
         feats, projected = image_tokens(model, to_pixels(images[idx]), standardise)  # [b, SLOTS, D], [b, SLOTS, H]
         flat = norm(feats.flatten(1))
         label_loss = 0.0
-        for name, (slots, classes) in HEADS.items():
+        for name, (slots, classes) in global_heads.items():
             logits = heads[name](flat).view(-1, slots, classes)
             label_loss = label_loss + F.cross_entropy(logits.flatten(0, 1), stacked[name][idx].flatten())
+        if cfg.cell_weight > 0:  # each token says what its own cell holds: the strong local signal
+            cell_logits = cell_head(feats).split(list(CELL_HEADS.values()), dim=-1)  # 3 x [b, SLOTS, classes]
+            for j, logits in enumerate(cell_logits):
+                label_loss = label_loss + cfg.cell_weight * F.cross_entropy(
+                    logits.flatten(0, 1), cell_labels[idx][..., j].flatten())
         align_loss = (projected - targets[idx]).pow(2).sum(-1).mean() / emb_norm_sq
         loss = label_loss + cfg.align_weight * align_loss
         if word_dist is not None:
@@ -440,6 +459,9 @@ def train_alignment(model, processor, images, scenes, cfg: RecipeConfig, mcfg: D
                 lora.A.copy_(init_state[a_name].float())
                 lora.B.copy_(init_state[b_name].float())
     groups = [{"params": [p for m in loras.values() for p in (m.A, m.B)], "lr": cfg.lora_lr}]
+    if cfg.tune_vision_lr > 0:  # LLaVA-style: the answer loss also shapes the image tokens
+        vision = [*model.model.vision_tower.parameters(), *model.model.multi_modal_projector.parameters()]
+        groups.append({"params": vision, "lr": cfg.tune_vision_lr})
     for group in groups:
         for p in group["params"]:
             p.requires_grad_(True)
@@ -593,6 +615,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vision-lr", type=float, default=None)
     parser.add_argument("--align-weight", type=float, default=None)
     parser.add_argument("--word-weight", type=float, default=None)
+    parser.add_argument("--tune-vision-lr", type=float, default=None,
+                        help="stage 2: also train the projector and ViT end to end at this lr (0 = frozen)")
+    parser.add_argument("--cell-weight", type=float, default=None, help="stage 1: per-token cell heads' weight")
+    parser.add_argument("--no-global-heads", dest="global_heads", action="store_false", default=None,
+                        help="stage 1: drop the label heads on the flattened grid (per-token losses only)")
     parser.add_argument("--oracle", action="store_true", default=None,
                         help="diagnostic: skip stage 1 and feed the exact visual words to the LM (upper bound)")
     parser.add_argument("--out", default=str(WEIGHTS_FILE))
@@ -603,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
                            description_eval_scenes=2)
     names = ("align_steps", "vision_steps", "train_scenes", "test_scenes", "val_scenes", "description_eval_scenes",
              "align_minutes", "threads", "init_from", "stage_seed", "description_every", "lora_lr", "vision_lr",
-             "align_weight", "word_weight", "init_vision_only", "oracle")
+             "align_weight", "word_weight", "cell_weight", "global_heads", "init_vision_only", "oracle", "tune_vision_lr")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     cfg = RecipeConfig(**{**asdict(cfg), **overrides})
     mcfg = DefaultModelConfig()

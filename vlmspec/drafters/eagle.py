@@ -226,7 +226,7 @@ def target_fingerprint(target) -> dict:
     return dict(fingerprint)
 
 
-def _fingerprint_mismatch(saved: dict, actual: dict) -> list[str]:
+def fingerprint_mismatch(saved: dict, actual: dict) -> list[str]:
     """'field: drafter X vs target Y' for every fingerprint field that differs."""
     return [
         f"{key}: drafter {saved.get(key)!r} vs target {actual[key]!r}" for key in actual if saved.get(key) != actual[key]
@@ -431,7 +431,7 @@ class EagleDrafter(nn.Module, Drafter):
             )
         saved_print = meta.get("target_fingerprint") or {}
         actual = target_fingerprint(target)
-        differences = _fingerprint_mismatch(saved_print, actual)
+        differences = fingerprint_mismatch(saved_print, actual)
         if differences:
             raise DrafterMismatchError(
                 f"The EAGLE drafter in {directory} was trained for another target ({'; '.join(differences)}). "
@@ -457,7 +457,7 @@ class EagleDrafter(nn.Module, Drafter):
     def check_compatible(self, target) -> None:
         if target is self.target:
             return
-        differences = _fingerprint_mismatch(self.fingerprint(), target_fingerprint(target))
+        differences = fingerprint_mismatch(self.fingerprint(), target_fingerprint(target))
         if differences:
             raise DrafterMismatchError(
                 f"This EAGLE drafter belongs to another target ({'; '.join(differences)}); use it with the target "

@@ -21,7 +21,7 @@ BEST_FILE = SHIPPED_DIR / "best.json"  # {"drafter": "<kind>", "why": "..."}
 
 def shipped_drafter_spec(target) -> str | None:
     """Spec string ("kind:DIR") of the best shipped drafter trained for ``target``, or None."""
-    from .eagle import CONFIG_NAME, _fingerprint_mismatch, target_fingerprint
+    from .eagle import CONFIG_NAME, fingerprint_mismatch, target_fingerprint
 
     try:
         kind = json.loads(BEST_FILE.read_text())["drafter"]
@@ -30,7 +30,7 @@ def shipped_drafter_spec(target) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     saved = meta.get("target_fingerprint") or {}
-    if _fingerprint_mismatch(saved, target_fingerprint(target)):
+    if fingerprint_mismatch(saved, target_fingerprint(target)):
         return None
     return f"{kind}:{directory}"
 
