@@ -16,6 +16,7 @@ import torch
 from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from .core.cache import cache_kwargs
 from .core.tree import ancestor_matrix, chain_parents, node_depths
 from .target import Target, TargetState, check_finite, image_spans
 
@@ -60,11 +61,12 @@ class BatchTarget:
         kwargs = {}
         if all_features:
             kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=all_features)}
+        cache = DynamicCache(config=model.config.get_text_config())
         out = model(
             input_ids=input_ids,
             attention_mask=valid.long(),
             position_ids=position_ids,
-            past_key_values=DynamicCache(config=model.config.get_text_config()),
+            **cache_kwargs(model, cache),
             use_cache=True,
             logits_to_keep=1,
             output_hidden_states=need_hidden,
@@ -76,7 +78,7 @@ class BatchTarget:
             hidden = out.hidden_states[-1][row : row + 1, width - length :] if need_hidden else None
             spans = image_spans(ids[0], self.target.image_token_id, [f.shape[0] for f in features])
             views.append(TargetState(None, ids, sample, features, spans, hidden))
-        state = BatchState(out.past_key_values, valid, valid.sum(-1), list(range(len(samples))), views)
+        state = BatchState(cache, valid, valid.sum(-1), list(range(len(samples))), views)
         logits = out.logits[:, -1]  # [batch, vocab]
         return state, logits
 
@@ -108,7 +110,7 @@ class BatchTarget:
             input_ids=tokens,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=state.cache,
+            **cache_kwargs(self.target.model, state.cache),
             use_cache=True,
             output_hidden_states=need_hidden,
         )

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, DynamicCache
 
-from .core.cache import cache_length, keep_positions, truncate_cache
+from .core.cache import cache_kwargs, cache_length, keep_positions, truncate_cache
 from .core.tree import is_chain, tree_attention
 from .errors import ModelLoadError, NumericalError, PromptError
 
@@ -195,13 +195,13 @@ class Target:
         cache = DynamicCache(config=self.model.config.get_text_config())
         out = self.model(
             **forward_inputs,
-            past_key_values=cache,
+            **cache_kwargs(self.model, cache),
             use_cache=True,
             logits_to_keep=1,
             output_hidden_states=need_hidden,
         )
         state = TargetState(
-            cache=out.past_key_values,
+            cache=cache,  # filled in place by the forward
             prompt_ids=input_ids,
             model_inputs=model_inputs,
             image_features=image_features,
@@ -231,7 +231,7 @@ class Target:
             input_ids=tokens,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=state.cache,
+            **cache_kwargs(self.model, state.cache),
             use_cache=True,
             output_hidden_states=need_hidden,
         )

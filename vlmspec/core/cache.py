@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
+from functools import lru_cache
+
 import torch
 from transformers import Cache
+
+
+@lru_cache(maxsize=None)
+def _cache_argument(forward) -> str:
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def cache_kwargs(module: torch.nn.Module, cache: Cache | None) -> dict:
+    """The keyword that hands `cache` to `module`'s forward: `cache` on transformers that renamed
+    it (5.24+, where `past_key_values` only warns), `past_key_values` on earlier 5.x."""
+    return {_cache_argument(type(module).forward): cache}
 
 
 def cache_length(cache: Cache) -> int:

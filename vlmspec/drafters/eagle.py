@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.cache import cache_length, truncate_cache
+from ..core.cache import cache_kwargs, cache_length, truncate_cache
 from ..core.drafter import Draft, DraftContext, Drafter, StepFeedback
 from ..core.sampling import warp_probs
 from ..core.tree import node_depths, static_tree
@@ -495,7 +495,7 @@ class EagleDrafter(nn.Module, Drafter):
             inputs,
             attention_mask=mask,
             position_ids=position_ids,
-            past_key_values=cache,
+            **cache_kwargs(self.layer, cache),
             use_cache=cache is not None,
             position_embeddings=position_embeddings,
         )

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from ..core.cache import truncate_cache
+from ..core.cache import cache_kwargs, truncate_cache
 from ..core.drafter import Draft, DraftContext, Drafter, StepFeedback
 from ..core.sampling import warp_probs
 from ..core.tree import node_depths, static_tree, tree_attention
@@ -136,7 +136,7 @@ class ModelDrafter(Drafter):
             mask, positions = tree_attention(parents[:upto], base, with_root=False)
             out = self.model(
                 input_ids=tokens[:upto][None], attention_mask=mask, position_ids=positions,
-                past_key_values=self.cache, use_cache=True,
+                **cache_kwargs(self.model, self.cache), use_cache=True,
             )
             truncate_cache(self.cache, base)
             for node in level:
@@ -171,7 +171,7 @@ class ModelDrafter(Drafter):
             self.cache = DynamicCache(config=self.model.config.get_text_config())
         kwargs = dict(self.image_inputs) if first else {}
         try:
-            out = self.model(input_ids=feed[None], past_key_values=self.cache, use_cache=True, **kwargs)
+            out = self.model(input_ids=feed[None], **cache_kwargs(self.model, self.cache), use_cache=True, **kwargs)
         except (ValueError, RuntimeError) as exc:
             if first and self.image_inputs:
                 raise DrafterMismatchError(

@@ -6,7 +6,9 @@ import math
 from typing import Sequence
 
 import torch
+from transformers import DynamicCache
 
+from ..core.cache import cache_kwargs
 from ..errors import NumericalError
 from .answers import SCORING_PROMPT
 
@@ -28,9 +30,9 @@ def score_answers(pipe, image, question: str, answers: Sequence[str]) -> tuple[l
     if not scored:
         return nll, 0, 0
     device = prefix["input_ids"].device
-    out = model(**prefix, use_cache=True)
+    cache = DynamicCache(config=model.config.get_text_config())
+    out = model(**prefix, **cache_kwargs(model, cache), use_cache=True)  # fills `cache` in place
     prefix_logprobs = out.logits[0, -1].float().log_softmax(-1)  # [vocab]: predicts answer token 0
-    cache = out.past_key_values
     n_rows = len(scored)
     longest = max(len(answer_ids[i]) for i in scored)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -45,7 +47,7 @@ def score_answers(pipe, image, question: str, answers: Sequence[str]) -> tuple[l
         cache.batch_repeat_interleave(n_rows)
         prefix_mask = prefix["attention_mask"].to(device).expand(n_rows, -1)  # [n_answers, prefix]
         full_mask = torch.cat([prefix_mask, answer_mask], dim=1)  # [n_answers, prefix + seq]
-        out = model(input_ids=batch_ids, attention_mask=full_mask, past_key_values=cache, use_cache=False)
+        out = model(input_ids=batch_ids, attention_mask=full_mask, **cache_kwargs(model, cache), use_cache=False)
         answer_logprobs = out.logits.float().log_softmax(-1)  # [n_answers, seq, vocab]
         forwards = 2
     for row, i in enumerate(scored):
