@@ -174,3 +174,21 @@ def test_cost_aware_schedule_starts_from_measured_verify_costs():
                            verify_costs=tuple((n, 0.05 * n) for n in range(1, 10))).build()
     steep.observe(2, 0, 0.01, 0.15)
     assert steep.next_length() == 1
+
+
+def test_cache_kwargs_names_the_keyword_the_forward_takes():
+    from vlmspec.core.cache import cache_kwargs
+
+    class NewStyle(torch.nn.Module):  # transformers 5.24+: `cache`
+        def forward(self, input_ids, cache=None, use_cache=False):
+            return cache
+
+    class OldStyle(torch.nn.Module):  # earlier 5.x: `past_key_values`
+        def forward(self, input_ids, past_key_values=None, use_cache=False):
+            return past_key_values
+
+    marker = object()
+    assert cache_kwargs(NewStyle(), marker) == {"cache": marker}
+    assert cache_kwargs(OldStyle(), marker) == {"past_key_values": marker}
+    assert OldStyle()(None, **cache_kwargs(OldStyle(), marker)) is marker
+    assert NewStyle()(None, **cache_kwargs(NewStyle(), marker)) is marker

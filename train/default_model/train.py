@@ -126,11 +126,12 @@ def token_cells(grid: int) -> torch.Tensor:
     return torch.tensor([(r * 3 // grid) * 3 + c * 3 // grid for r in range(grid) for c in range(grid)])
 
 
-CELL_HEADS = {"cell_color": 8, "cell_shape": 6, "cell_size": 4}  # per-token heads: what its cell holds
 HEADS = {  # name -> (slots, classes)
     "kind": (1, 3), "cell_shape": (9, 6), "cell_color": (9, 8), "cell_size": (9, 4), "count": (1, 6),
     "text": (1, len(TEXT_CLASSES)), "text_color": (1, 8), "chart_type": (1, 3), "chart_values": (5, 21),
 }
+# per-token heads (--cell-weight): each image token predicts what its own cell holds
+CELL_HEADS = {k: HEADS[k][1] for k in ("cell_color", "cell_shape", "cell_size")}  # name -> classes
 
 
 # ------------------------------------------------------------------- visual words
@@ -310,13 +311,14 @@ def train_vision(model, images, scenes, targets, cfg: RecipeConfig, mcfg: Defaul
     global_heads = HEADS if cfg.global_heads else {}
     heads = torch.nn.ModuleDict({k: torch.nn.Linear(features, s * c) for k, (s, c) in global_heads.items()})
     norm = torch.nn.LayerNorm(features)
-    cell_head = torch.nn.Linear(mcfg.vision_hidden, sum(CELL_HEADS.values()))
-    cell_of_token = token_cells(mcfg.image_size // mcfg.patch_size)  # [SLOTS]
-    cell_labels = torch.stack([stacked[k][:, cell_of_token] for k in CELL_HEADS], -1)  # [n, SLOTS, 3]
+    cell_head = torch.nn.Linear(mcfg.vision_hidden, sum(CELL_HEADS.values())) if cfg.cell_weight > 0 else None
+    if cell_head is not None:
+        cell_of_token = token_cells(mcfg.image_size // mcfg.patch_size)  # [SLOTS]
+        cell_labels = torch.stack([stacked[k][:, cell_of_token] for k in CELL_HEADS], -1)  # [n, SLOTS, 3]
     emb_norm_sq = float(model.get_input_embeddings().weight.detach().norm(dim=-1).mean()) ** 2
     vocab_emb = model.get_input_embeddings().weight.detach()[vocab] if vocab is not None else None  # [V, H]
     params = [*tower.parameters(), *projector.parameters(), *heads.parameters(), *norm.parameters(),
-              *cell_head.parameters()]
+              *(cell_head.parameters() if cell_head is not None else ())]
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=0.01)
@@ -335,7 +337,7 @@ def train_vision(model, images, scenes, targets, cfg: RecipeConfig, mcfg: Defaul
         for name, (slots, classes) in global_heads.items():
             logits = heads[name](flat).view(-1, slots, classes)
             label_loss = label_loss + F.cross_entropy(logits.flatten(0, 1), stacked[name][idx].flatten())
-        if cfg.cell_weight > 0:  # each token says what its own cell holds: the strong local signal
+        if cell_head is not None:  # each token says what its own cell holds: the strong local signal
             cell_logits = cell_head(feats).split(list(CELL_HEADS.values()), dim=-1)  # 3 x [b, SLOTS, classes]
             for j, logits in enumerate(cell_logits):
                 label_loss = label_loss + cfg.cell_weight * F.cross_entropy(
