@@ -81,11 +81,17 @@ def test_text_and_chart_slots_spell_the_answers(recipe):
     for scene in scenes_of("chart"):
         c = scene.chart
         slots = recipe.visual_word_ids(scene, tok)
-        assert tok.words(slots[0]) == [f" {c.chart}"]
-        assert tok.words(slots[3]) == [c.labels[c.values.index(max(c.values))]]
-        points = [tok.words(s) for s in slots[30:] if s]  # the bottom token row, left to right
-        assert [p[0] for p in points] == list(c.labels)
-        assert ["".join(p[1:]) for p in points] == [str(v) for v in c.values]
+        assert tok.words(slots[30]) == [f" {c.chart}"]  # the bottom token row: chart type, colour, ...
+        assert tok.words(slots[33]) == [c.labels[c.values.index(max(c.values))]]
+        # each point sits in its own column, on the token row of its printed value (higher value, higher row)
+        points = sorted((j % 6, j // 6, tok.words(s)) for j, s in enumerate(slots[:30]) if s)
+        assert [p[2][0] for p in points] == list(c.labels)
+        assert ["".join(p[2][1:]) for p in points] == [str(v) for v in c.values]
+        assert len({p[0] for p in points}) == len(c.values)
+        for (_, row_a, words_a), (_, row_b, words_b) in zip(points, points[1:]):
+            value_a, value_b = int("".join(words_a[1:])), int("".join(words_b[1:]))
+            if value_a - value_b >= 6:  # 6 units = 1.15 token rows
+                assert row_a < row_b
 
 
 def test_targets_are_sums_of_the_slot_embeddings(recipe):
@@ -110,9 +116,47 @@ def test_token_cells_maps_each_image_token_to_the_scene_cell_it_covers(recipe):
             assert int(cells[6 * r + c]) == recipe.CELLS.index((r // 2, c // 2))
     # The per-token cell labels of a scene put each shape's kind exactly on its cell's 4 tokens.
     scene = next(s for i in range(50) if (s := generate_scene(split_seed("train", i))).kind == "shapes")
-    labels = recipe.scene_labels(scene)["cell_shape"][cells]  # [36]
+    labels = recipe.cell_token_labels([scene])[0, :, 1]  # [36]: the kind class per token
     for sh in scene.shapes:
         r, c = sh.cell
         for tok in (12 * r + 2 * c, 12 * r + 2 * c + 1, 12 * r + 2 * c + 6, 12 * r + 2 * c + 7):
             assert int(labels[tok]) == recipe.SHAPE_KINDS.index(sh.kind) + 1
     assert int((labels > 0).sum()) == 4 * len(scene.shapes)
+
+
+def test_word_classes_keep_repeated_tokens_apart(recipe):
+    # "11" is two "1" tokens: the second is its own class, so the readout can say 11, not 1.
+    word_ids = [[[5, 1, 1], [], [7]], [[1], [], []]]
+    word_ids = [slots + [[]] * (recipe.SLOTS - len(slots)) for slots in word_ids]
+    classes = recipe.word_classes(word_ids)
+    assert classes == [(1, 0), (1, 1), (5, 0), (7, 0)]
+    words = recipe.word_multihot(word_ids, classes)  # [2, SLOTS, 4]
+    assert words[0, 0].tolist() == [1, 1, 1, 0] and words[0, 2].tolist() == [0, 0, 0, 1]
+    assert words[1, 0].tolist() == [1, 0, 0, 0] and int(words.sum()) == 5
+
+
+def test_clamp_readout_turns_confident_word_logits_into_exact_embedding_sums(recipe):
+    torch.manual_seed(0)
+    dim, hidden, width = 6, 16, 4
+
+    class Projector(torch.nn.Module):  # the LLaVA projector's layout: linear_1 -> GELU -> linear_2
+        def __init__(self):
+            super().__init__()
+            self.linear_1, self.act, self.linear_2 = torch.nn.Linear(dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, width)
+
+        def forward(self, x):
+            return self.linear_2(self.act(self.linear_1(x)))
+
+    projector, head = Projector(), torch.nn.Linear(dim, 3)
+    embeddings = torch.randn(10, width)
+    classes = [(2, 0), (2, 1), (7, 0)]  # token 2 once or twice, token 7
+    recipe.clamp_readout(projector, head, classes, embeddings, scale=2.0)
+    x = torch.randn(200, dim) * 20
+    with torch.no_grad():
+        logits, out = head(x), projector(x)  # [200, 3], [200, width]
+    expected = (logits > 0).float() @ embeddings[[2, 2, 7]]
+    confident = (logits.abs() > 2.5).all(-1)
+    assert confident.sum() > 20
+    torch.testing.assert_close(out[confident], expected[confident], atol=2e-2, rtol=0)
+    with pytest.raises(ValueError, match="hidden units"):
+        recipe.clamp_readout(projector, head, [(i, 0) for i in range(9)], torch.randn(20, width), scale=2.0)

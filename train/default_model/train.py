@@ -1,18 +1,21 @@
 """Train the default model's vision tower, projector and LM deltas on synthetic scenes.
 
-Two stages, fixed seeds, progress bars, on CPU in about 50 minutes (2 cores):
+Stages (fixed seeds, progress bars, CPU, 2 threads, well under 90 minutes):
 
-1. Vision + projector (no LM forward): a small SigLIP-style ViT (192 px, 32-px patches ->
-   36 image tokens) learns the scene labels through linear heads, and the LLaVA projector
-   learns to turn each image token into "visual words": the token at grid position (r, c)
-   is pulled towards the sum of the LM's input embeddings of the words that describe what
-   lies there (``visual_word_ids``: colour + size, kind, kind + position per 3x3 cell; the
-   text's tokens; chart labels + values), by squared error and by a per-slot cross-entropy
-   of its dot products with the visual vocabulary's embeddings. Stage 1's running feature
-   standardisation is folded into the projector's first linear layer afterwards.
-2. Alignment through the language model, LLaVA-style: the real SmolLM2-135M-Instruct
-   stays frozen except rank-8 LoRA deltas (the ViT and projector stay frozen too); batches
-   of short Q/A, every 4th step long descriptions; cross-entropy on the answer tokens only.
+1. The vision side, without the language model. The LM reads each image token as a "visual
+   word" slot: image token (r, c) of the 6x6 patch grid stands for the sum of the LM input
+   embeddings of the words describing what lies there (``visual_word_ids``: colour + size,
+   kind, kind + position per 3x3 cell; the text's tokens; chart labels + values).
+   a. A small SigLIP ViT (192 px, 32-px patches -> 36 tokens) learns per-token cell heads:
+      every image token classifies the colour / kind / size of the 3x3 cell it lies in.
+   b. It goes on with a per-token *word head* beside them: one sigmoid per visual-word class
+      saying whether the token's slot holds that word (binary cross-entropy).
+   The LLaVA projector is then written, not trained (``clamp_readout``): two GELU units per
+   word class turn the word head's logit into a clamped 0/1 step, and ``linear_2`` maps it to
+   the word's embedding, so a slot the head gets right is exactly its visual words.
+2. Alignment through the language model, LLaVA-style: the real SmolLM2-135M-Instruct stays
+   frozen except rank-8 LoRA deltas (ViT and projector frozen too); batches of short Q/A,
+   every 4th step long descriptions; cross-entropy on the answer tokens only.
 
 Then the held-out test split is scored (exact match per question type, and the same
 model with a blank image as the chance line) and the weights are exported (fp16
@@ -57,19 +60,24 @@ COLOR_NAMES = sorted(COLORS)
 SIZE_NAMES = list(SIZES)
 CELLS = sorted(CELL_NAMES)
 CHART_LEFT, CHART_RIGHT = 0.06, 0.97  # the plot's x extent as vlmspec.data.synthetic draws it
-EMPTY_LOGIT = 4.0  # stage 1: the "empty slot" class's fixed logit (a word's logit is <token, embedding>)
+CHART_TOP, CHART_BOTTOM = 0.2, 0.84  # its y extent (value 20 at the top, 0 at the bottom)
+VALUE_TEXT_ABOVE = 0.05  # a value's printed number is centred about this far above its point (font 0.1 h)
 SLOTS = DefaultModelConfig().image_tokens  # 36 image tokens = 36 visual-word slots
-TEXT_CLASSES = ["none"] + list(WORDS) + [str(i) for i in range(100)]
+SLOTS_PER_SIDE = DefaultModelConfig().image_size // DefaultModelConfig().patch_size  # 6x6 token grid
+STAGE1_BATCH_SEED = 15  # stage 1a and 1b draw their image batches from this seed (+ cfg.seed), as the shipped run
+CELL_CLASSES = (len(COLOR_NAMES) + 1, len(SHAPE_KINDS) + 1, len(SIZE_NAMES) + 1)  # per-token cell heads (0 = empty)
 
 
 @dataclass(frozen=True)
 class RecipeConfig:
     seed: int = 0
     train_scenes: int = 10000
-    vision_steps: int = 3000
+    cell_steps: int = 1500  # stage 1a: ViT + per-token cell heads only (where shape kinds are learned)
+    cell_lr: float = 1e-3
+    vision_steps: int = 1500  # stage 1b: + the per-token visual-word head the projector reads
     vision_batch: int = 64
-    vision_lr: float = 1e-3
-    align_steps: int = 949  # the shipped run: 30 minutes of stage 2 at ~1.5 s/step
+    vision_lr: float = 5e-4
+    align_steps: int = 600  # the shipped run: 15 minutes of stage 2 at ~1.5 s/step
     qa_batch: int = 8
     description_batch: int = 4
     description_every: int = 4  # every 4th alignment step is a description batch
@@ -82,56 +90,18 @@ class RecipeConfig:
     init_from: str = ""  # continue from exported weights (skips stage 1)
     stage_seed: int = 0  # > 0: a different example order / LoRA init for a continuation
     init_vision_only: bool = False  # with init_from: take only the vision tower + projector; fresh LoRA
-    align_weight: float = 2.0  # stage 1: weight of the visual-word squared error
-    word_weight: float = 1.0  # stage 1: weight of the per-slot visual-word cross-entropy (0 = off)
-    cell_weight: float = 0.0  # stage 1: weight of the per-token cell heads (colour / kind / size; 0 = off)
-    global_heads: bool = True  # stage 1: the label heads on the flattened grid (off: per-token losses only)
+    cell_weight: float = 1.0  # stage 1b: weight of the per-token cell heads beside the word head
+    readout_scale: float = 2.0  # the projector's clamped ramp: word logit z -> GELU(2z + .5) - GELU(2z - .5)
     val_scenes: int = 400  # stage 1: slot accuracy on these validation scenes
     tune_vision_lr: float = 0.0  # > 0: stage 2 also trains the projector and ViT (end to end) at this lr
     oracle: bool = False  # diagnostic: stage 2 + eval on exact visual words instead of the ViT (upper bound)
 
 
 # ------------------------------------------------------------------------------ data
-def scene_labels(scene) -> dict[str, torch.Tensor]:
-    """Classification targets of stage 1 (index 0 = none everywhere)."""
-    kinds = ("shapes", "text", "chart")
-    cell_shape = torch.zeros(9, dtype=torch.long)
-    cell_color = torch.zeros(9, dtype=torch.long)
-    cell_size = torch.zeros(9, dtype=torch.long)
-    for sh in scene.shapes:
-        i = CELLS.index(tuple(sh.cell))
-        cell_shape[i] = SHAPE_KINDS.index(sh.kind) + 1
-        cell_color[i] = COLOR_NAMES.index(sh.color) + 1
-        cell_size[i] = SIZE_NAMES.index(sh.size) + 1
-    text_id, text_color = 0, 0
-    if scene.text is not None:
-        text_id = TEXT_CLASSES.index(scene.text.text)
-        text_color = COLOR_NAMES.index(scene.text.color) + 1
-    chart_type, values = 0, torch.zeros(5, dtype=torch.long)
-    if scene.chart is not None:
-        chart_type = 1 + (scene.chart.chart == "line")
-        for j, v in enumerate(scene.chart.values):
-            values[j] = v
-    return {
-        "kind": torch.tensor(kinds.index(scene.kind)),
-        "cell_shape": cell_shape, "cell_color": cell_color, "cell_size": cell_size,
-        "count": torch.tensor(len(scene.shapes)),
-        "text": torch.tensor(text_id), "text_color": torch.tensor(text_color),
-        "chart_type": torch.tensor(chart_type), "chart_values": values,
-    }
-
-
 def token_cells(grid: int) -> torch.Tensor:
     """[grid * grid]: the 3x3 scene-grid cell (index 3 * row + col, as CELLS) each image token lies in."""
     return torch.tensor([(r * 3 // grid) * 3 + c * 3 // grid for r in range(grid) for c in range(grid)])
 
-
-HEADS = {  # name -> (slots, classes)
-    "kind": (1, 3), "cell_shape": (9, 6), "cell_color": (9, 8), "cell_size": (9, 4), "count": (1, 6),
-    "text": (1, len(TEXT_CLASSES)), "text_color": (1, 8), "chart_type": (1, 3), "chart_values": (5, 21),
-}
-# per-token heads (--cell-weight): each image token predicts what its own cell holds
-CELL_HEADS = {k: HEADS[k][1] for k in ("cell_color", "cell_shape", "cell_size")}  # name -> classes
 
 
 # ------------------------------------------------------------------- visual words
@@ -148,8 +118,9 @@ def visual_word_ids(scene, tokenizer) -> list[list[int]]:
     empty: (2R, 2C) = " shapes" + the count, (2R, 2C+1) = the background.
     text (in cell row R): (2R, 0) = colour, (2R, 1..) = the answer tokens, one per slot;
     (2R+1, 0) = " word" / " number", (2R+1, 1) = position, (2R+1, 2) = background.
-    charts: (0, 0) = " bar" / " line", (0, 1) = colour, (0, 2) = background, (0, 3) = the label
-    of the highest value; point j at x in column c_j: (5, c_j) = label + value digits.
+    charts: point j = label + value digits, on the token where its value is printed (column of
+    the point, row of the number above it: rows 0-4); the bottom row: (5, 0) = " bar" / " line",
+    (5, 1) = colour, (5, 2) = background, (5, 3) = the label of the highest value.
     """
     def ids(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -179,14 +150,15 @@ def visual_word_ids(scene, tokenizer) -> list[list[int]]:
         slots[base + 8] = background
     else:
         c = scene.chart
-        slots[0] = ids(f" {c.chart}")
-        slots[1] = ids(f" {c.color}")
-        slots[2] = background
-        slots[3] = ids(c.labels[c.values.index(max(c.values))])
+        slots[30] = ids(f" {c.chart}")
+        slots[31] = ids(f" {c.color}")
+        slots[32] = background
+        slots[33] = ids(c.labels[c.values.index(max(c.values))])
         n = len(c.values)
         for j, (label, value) in enumerate(zip(c.labels, c.values)):
             x = CHART_LEFT + (CHART_RIGHT - CHART_LEFT) * (j + 0.5) / n  # the point's centre, as rendered
-            slots[30 + int(x * 6)] = ids(label) + ids(str(value))
+            y = CHART_BOTTOM - (CHART_BOTTOM - CHART_TOP) * value / 20 - VALUE_TEXT_ABOVE  # its printed number
+            slots[6 * min(int(y * 6), 4) + int(x * 6)] = ids(label) + ids(str(value))
     return slots
 
 
@@ -218,153 +190,180 @@ def to_pixels(images_uint8: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- stage 1
-def image_tokens(model, pixels: torch.Tensor, standardise: "FeatureStandardiser | None" = None):
-    """(ViT output tokens [b, SLOTS, D], projected image tokens [b, SLOTS, H]) as the LLaVA model
-    computes them (``standardise``: stage 1's running standardisation before the projector)."""
-    feats = model.model.vision_tower(pixels, output_hidden_states=True).hidden_states[-1]
-    inputs = standardise(feats) if standardise is not None else feats
-    return feats, model.model.multi_modal_projector(inputs)
+def image_features(tower, pixels: torch.Tensor) -> torch.Tensor:
+    """[b, SLOTS, D]: the ViT's last hidden states, the tokens LLaVA hands its projector."""
+    return tower(pixels, output_hidden_states=True).hidden_states[-1]
 
 
-class FeatureStandardiser(torch.nn.Module):
-    """Per-dimension (x - mean) / std of the ViT's output tokens with running statistics, used
-    in stage 1 and then folded into the projector's first linear layer (``fold_into``), so the
-    exported model is a stock LLaVA. Without it the projector sees residual features whose
-    shared component (norm ~100) drowns the per-token content and learns only the mean."""
-
-    def __init__(self, dim: int, momentum: float = 0.05) -> None:
-        super().__init__()
-        self.momentum = momentum
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-        self.started = False
-
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # [b, n, D]
-        if self.training:
-            with torch.no_grad():
-                flat = feats.detach().flatten(0, -2)
-                m = self.momentum if self.started else 1.0
-                self.mean.lerp_(flat.mean(0), m)
-                self.std.lerp_(flat.std(0) + 1e-4, m)
-                self.started = True
-        return (feats - self.mean) / self.std
-
-    @torch.no_grad()
-    def fold_into(self, linear: torch.nn.Linear) -> None:
-        """linear(standardise(x)) == linear'(x): W' = W / std, b' = b - W' mean."""
-        weight = linear.weight / self.std  # [H, D]
-        linear.bias.sub_(weight @ self.mean)
-        linear.weight.copy_(weight)
+def cell_token_labels(scenes) -> torch.Tensor:
+    """[n, SLOTS, 3] long: per image token, the (colour, kind, size) class of the shape in the 3x3
+    cell the token lies in (0 = empty cell), the targets of the per-token cell heads."""
+    cell_of_token = token_cells(SLOTS_PER_SIDE)
+    out = torch.zeros((len(scenes), 9, 3), dtype=torch.long)
+    for i, scene in enumerate(scenes):
+        for sh in scene.shapes:
+            out[i, CELLS.index(tuple(sh.cell))] = torch.tensor([
+                COLOR_NAMES.index(sh.color) + 1, SHAPE_KINDS.index(sh.kind) + 1, SIZE_NAMES.index(sh.size) + 1])
+    return out[:, cell_of_token]
 
 
-@torch.no_grad()
-def slot_accuracy(model, images, word_ids: list[list[list[int]]], vocab: torch.Tensor, embeddings: torch.Tensor,
-                  batch: int = 128) -> dict:
-    """Decode each image token back to words: a filled slot is right when its top-k words over
-    the visual vocabulary are exactly its k target words; an empty slot when its norm is small."""
-    vocab_emb = embeddings[vocab]  # [V, H]
-    norm = embeddings.norm(dim=-1).mean()
-    right = {"filled": [], "empty": [], "scene": []}
-    for start in range(0, len(word_ids), batch):
-        _, out = image_tokens(model, to_pixels(images[start : start + batch]))
-        scores = out @ vocab_emb.T  # [b, SLOTS, V]
-        for b, slots in enumerate(word_ids[start : start + batch]):
-            ok_scene = True
-            for j, slot in enumerate(slots):
-                if slot:
-                    top = set(vocab[scores[b, j].topk(len(set(slot))).indices].tolist())
-                    ok = top == set(slot)
-                    right["filled"].append(ok)
-                else:
-                    ok = bool(out[b, j].norm() < 0.5 * norm)
-                    right["empty"].append(ok)
-                ok_scene &= ok
-            right["scene"].append(ok_scene)
-    return {k: round(sum(v) / max(len(v), 1), 4) for k, v in right.items()}
-
-
-def slot_distributions(word_ids: list[list[list[int]]], vocab: torch.Tensor) -> torch.Tensor:
-    """[n, SLOTS, V + 1]: per slot, uniform over its words' positions in ``vocab``; the last
-    class means "empty slot"."""
-    index = {t: i for i, t in enumerate(vocab.tolist())}
-    out = torch.zeros((len(word_ids), SLOTS, len(index) + 1))
-    for n, slots in enumerate(word_ids):
-        for j, slot in enumerate(slots):
-            for t in set(slot):
-                out[n, j, index[t]] = 1.0 / len(set(slot))
-            if not slot:
-                out[n, j, -1] = 1.0
+def occurrences(slot: list[int]) -> list[tuple[int, int]]:
+    """A slot's words as (token id, how many times it came before): "11" -> (1, 0), (1, 1)."""
+    seen: dict[int, int] = {}
+    out = []
+    for t in slot:
+        out.append((t, seen.get(t, 0)))
+        seen[t] = seen.get(t, 0) + 1
     return out
 
 
-def train_vision(model, images, scenes, targets, cfg: RecipeConfig, mcfg: DefaultModelConfig, val=None,
-                 word_dist: torch.Tensor | None = None, vocab: torch.Tensor | None = None) -> dict:
-    """ViT + projector: scene-label heads (cross-entropy) + visual-word alignment of the
-    projected tokens: squared error to the summed word embeddings (in units of one embedding)
-    and, per slot, cross-entropy of its dot products with the visual vocabulary's embeddings
-    against the slot's words (a fixed logit stands for "empty"): the strong per-slot signal
-    that makes the ViT route each cell's content to that cell's slots."""
-    tower, projector = model.model.vision_tower, model.model.multi_modal_projector
-    labels = [scene_labels(s) for s in scenes]
-    stacked = {k: torch.stack([lab[k] for lab in labels]) for k in labels[0]}
-    features = mcfg.image_tokens * mcfg.vision_hidden
-    global_heads = HEADS if cfg.global_heads else {}
-    heads = torch.nn.ModuleDict({k: torch.nn.Linear(features, s * c) for k, (s, c) in global_heads.items()})
-    norm = torch.nn.LayerNorm(features)
-    cell_head = torch.nn.Linear(mcfg.vision_hidden, sum(CELL_HEADS.values())) if cfg.cell_weight > 0 else None
-    if cell_head is not None:
-        cell_of_token = token_cells(mcfg.image_size // mcfg.patch_size)  # [SLOTS]
-        cell_labels = torch.stack([stacked[k][:, cell_of_token] for k in CELL_HEADS], -1)  # [n, SLOTS, 3]
-    emb_norm_sq = float(model.get_input_embeddings().weight.detach().norm(dim=-1).mean()) ** 2
-    vocab_emb = model.get_input_embeddings().weight.detach()[vocab] if vocab is not None else None  # [V, H]
-    params = [*tower.parameters(), *projector.parameters(), *heads.parameters(), *norm.parameters(),
-              *(cell_head.parameters() if cell_head is not None else ())]
+def word_classes(word_ids: list[list[list[int]]]) -> list[tuple[int, int]]:
+    """The visual-word classes of the per-token word head: every (token, occurrence) of any slot."""
+    return sorted({c for slots in word_ids for slot in slots for c in occurrences(slot)})
+
+
+def word_multihot(word_ids: list[list[list[int]]], classes: list[tuple[int, int]]) -> torch.Tensor:
+    """[n, SLOTS, V] uint8: which visual-word classes each slot holds (classes outside ``classes``: dropped)."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = torch.zeros((len(word_ids), SLOTS, len(classes)), dtype=torch.uint8)
+    for n, slots in enumerate(word_ids):
+        for j, slot in enumerate(slots):
+            for c in occurrences(slot):
+                if c in index:
+                    out[n, j, index[c]] = 1
+    return out
+
+
+def train_vision(tower, images, cell_labels, steps: int, lr: float, cfg: RecipeConfig,
+                 words: torch.Tensor | None = None, desc: str = "stage 1",
+                 batch_seed: int = 0) -> tuple[torch.nn.Linear | None, dict]:
+    """Train the ViT with per-token heads: each image token classifies the colour / kind / size of
+    its own 3x3 cell (softmax, ``cell_labels`` [n, SLOTS, 3]) and, when ``words`` [n, SLOTS, V] is
+    given, says which visual words its slot holds (one sigmoid per word class, the word head whose
+    sign the projector's readout uses). Returns (word head or None, last log)."""
+    dim = tower.config.hidden_size
+    cell_head = torch.nn.Linear(dim, sum(CELL_CLASSES))
+    word_head = torch.nn.Linear(dim, words.shape[-1]) if words is not None else None
+    params = [*tower.parameters(), *cell_head.parameters(), *(word_head.parameters() if word_head else ())]
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.vision_lr, total_steps=cfg.vision_steps,
-                                                pct_start=max(0.05, 3 / cfg.vision_steps))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    standardise = FeatureStandardiser(mcfg.vision_hidden)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=max(0.05, 3 / steps))
+    gen = torch.Generator().manual_seed(batch_seed)  # the order images are drawn in
     tower.train()
     log: dict = {}
-    bar = tqdm(range(cfg.vision_steps), desc="stage 1: vision", mininterval=10)
+    bar = tqdm(range(steps), desc=desc, mininterval=10)
     for step in bar:
-        idx = torch.randint(len(scenes), (cfg.vision_batch,), generator=gen)
-        feats, projected = image_tokens(model, to_pixels(images[idx]), standardise)  # [b, SLOTS, D], [b, SLOTS, H]
-        flat = norm(feats.flatten(1))
-        label_loss = 0.0
-        for name, (slots, classes) in global_heads.items():
-            logits = heads[name](flat).view(-1, slots, classes)
-            label_loss = label_loss + F.cross_entropy(logits.flatten(0, 1), stacked[name][idx].flatten())
-        if cell_head is not None:  # each token says what its own cell holds: the strong local signal
-            cell_logits = cell_head(feats).split(list(CELL_HEADS.values()), dim=-1)  # 3 x [b, SLOTS, classes]
-            for j, logits in enumerate(cell_logits):
-                label_loss = label_loss + cfg.cell_weight * F.cross_entropy(
-                    logits.flatten(0, 1), cell_labels[idx][..., j].flatten())
-        align_loss = (projected - targets[idx]).pow(2).sum(-1).mean() / emb_norm_sq
-        loss = label_loss + cfg.align_weight * align_loss
-        if word_dist is not None:
-            logits = projected @ vocab_emb.T  # [b, SLOTS, V]
-            logits = torch.cat([logits, logits.new_full((*logits.shape[:2], 1), EMPTY_LOGIT)], dim=-1)
-            word_loss = -(word_dist[idx] * logits.log_softmax(-1)).sum(-1).mean()
-            loss = loss + cfg.word_weight * word_loss
+        idx = torch.randint(len(images), (cfg.vision_batch,), generator=gen)
+        feats = image_features(tower, to_pixels(images[idx]))  # [b, SLOTS, D]
+        cell_logits = cell_head(feats).split(list(CELL_CLASSES), dim=-1)  # 3 x [b, SLOTS, classes]
+        cell_loss = sum(F.cross_entropy(logits.flatten(0, 1), cell_labels[idx][..., j].flatten())
+                        for j, logits in enumerate(cell_logits))
+        loss = cfg.cell_weight * cell_loss
+        if word_head is not None:
+            word_loss = F.binary_cross_entropy_with_logits(
+                word_head(feats), words[idx].float(), reduction="none").sum(-1).mean()
+            loss = loss + word_loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        if step % 50 == 0 or step == cfg.vision_steps - 1:
-            log = {"step": step, "label_loss": round(float(label_loss), 4), "align_loss": round(align_loss.item(), 4)}
-            if word_dist is not None:
+        if step % 50 == 0 or step == steps - 1:
+            log = {"step": step, "cell_loss": round(float(cell_loss), 4)}
+            if word_head is not None:
                 log["word_loss"] = round(word_loss.item(), 4)
             bar.set_postfix({k: v for k, v in log.items() if k != "step"})
     tower.eval()
-    standardise.fold_into(projector.linear_1)
-    if val is not None:
-        log["val_slot_accuracy"] = slot_accuracy(model, *val)
-        tqdm.write(f"stage 1 val slot accuracy: {log['val_slot_accuracy']}")
-    return log
+    return word_head, log
+
+
+@torch.no_grad()
+def clamp_readout(projector, word_head: torch.nn.Linear, classes: list[tuple[int, int]],
+                  embeddings: torch.Tensor, scale: float) -> None:
+    """Write the LLaVA projector (linear_1 -> GELU -> linear_2) so that it outputs, per image
+    token, exactly the sum of the input embeddings of the words the word head says are there.
+
+    Per word class two hidden units read the head's logit z: a = scale * z + 0.5 and a - 1;
+    GELU(a) - GELU(a - 1) is 1 for a >~ 4 and 0 for a <~ -3 (a clamped ramp), and linear_2 maps
+    the pair to +/- the word's embedding. Confident words (|z| >~ 2 at scale 2) come out exact,
+    absent words add nothing, and unused hidden units are held at GELU(-10) = 0."""
+    V = len(classes)
+    l1, l2 = projector.linear_1, projector.linear_2
+    if 2 * V > l1.out_features:
+        raise ValueError(f"{V} visual-word classes need {2 * V} projector hidden units; it has {l1.out_features}")
+    weight, bias = word_head.weight * scale, word_head.bias * scale + 0.5  # [V, D], [V]
+    l1.weight.zero_()
+    l1.bias.fill_(-10.0)
+    l1.weight[:V], l1.bias[:V] = weight, bias
+    l1.weight[V : 2 * V], l1.bias[V : 2 * V] = weight, bias - 1.0
+    word_embeddings = embeddings[torch.tensor([t for t, _ in classes])]  # [V, H]
+    l2.weight.zero_()
+    l2.bias.zero_()
+    l2.weight[:, :V] = word_embeddings.T
+    l2.weight[:, V : 2 * V] = -word_embeddings.T
+
+
+def slot_roles(scene) -> dict[int, str]:
+    """slot index -> what the slot says (for per-role accuracy); slots not listed are empty."""
+    roles = {}
+    if scene.kind == "shapes":
+        occupied = {tuple(sh.cell) for sh in scene.shapes}
+        for (row, col) in CELLS:
+            base = 12 * row + 2 * col
+            if (row, col) in occupied:
+                roles.update({base: "colour+size", base + 1: "kind", base + 6: "kind+position"})
+            else:
+                roles.update({base: "count", base + 1: "background"})
+    elif scene.kind == "text":
+        base = 12 * scene.text.cell[0]
+        roles.update({base: "text colour", base + 6: "word/number", base + 7: "text position", base + 8: "background"})
+        roles.update({base + j: "text token" for j in range(1, 6)})
+    else:
+        roles.update({j: "chart label+value" for j in range(30)})  # the filled ones: the points
+        roles.update({30: "chart type", 31: "chart colour", 32: "background", 33: "chart max"})
+    return roles
+
+
+@torch.no_grad()
+def slot_accuracy(tower, word_head, images, words: torch.Tensor, scenes, batch: int = 200) -> dict:
+    """Share of slots whose predicted words (the word head's positive logits) are exactly the
+    slot's words, per role ("empty" = slots that should say nothing; "filled" = all other roles)."""
+    right: dict[str, list[bool]] = {}
+    for start in range(0, len(scenes), batch):
+        predicted = word_head(image_features(tower, to_pixels(images[start : start + batch]))) > 0  # [b, SLOTS, V]
+        exact = (predicted == words[start : start + batch].bool()).all(-1)  # [b, SLOTS]
+        for b, scene in enumerate(scenes[start : start + batch]):
+            roles = slot_roles(scene)
+            for j in range(SLOTS):
+                role = roles.get(j, "empty") if words[start + b, j].any() else "empty"
+                right.setdefault(role, []).append(bool(exact[b, j]))
+    out = {k: round(sum(v) / len(v), 4) for k, v in sorted(right.items())}
+    filled = [x for k, v in right.items() if k != "empty" for x in v]
+    out["filled"] = round(sum(filled) / max(len(filled), 1), 4)
+    return out
+
+
+def train_stage1(model, tokenizer, images, scenes, word_ids, embeddings, cfg: RecipeConfig, mcfg: DefaultModelConfig) -> dict:
+    """Stage 1a (cell heads), 1b (+ word head), then the projector as the word head's clamped
+    readout; returns the per-role slot accuracy on validation scenes and the last losses."""
+    tower = model.model.vision_tower
+    cells = cell_token_labels(scenes)
+    batch_seed = cfg.seed + STAGE1_BATCH_SEED
+    _, log_a = train_vision(tower, images, cells, cfg.cell_steps, cfg.cell_lr, cfg, desc="stage 1a: cells",
+                            batch_seed=batch_seed)
+    classes = word_classes(word_ids)
+    words = word_multihot(word_ids, classes)
+    word_head, log_b = train_vision(tower, images, cells, cfg.vision_steps, cfg.vision_lr, cfg, words,
+                                    desc="stage 1b: words", batch_seed=batch_seed)
+    for p in tower.parameters():
+        p.requires_grad_(False)
+    clamp_readout(model.model.multi_modal_projector, word_head, classes, embeddings, cfg.readout_scale)
+    val_images, val_scenes = render_pool("val", cfg.val_scenes, cfg.seed, mcfg.image_size)
+    val_words = word_multihot([visual_word_ids(s, tokenizer) for s in val_scenes], classes)
+    accuracy = slot_accuracy(tower, word_head, val_images, val_words, val_scenes)
+    tqdm.write(f"stage 1 val slot accuracy: {accuracy}")
+    return {"stage1a_last": log_a, "stage1b_last": log_b, "word_classes": len(classes), "val_slot_accuracy": accuracy}
 
 
 # --------------------------------------------------------------------------- stage 2
@@ -614,25 +613,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage-seed", type=int, default=None)
     parser.add_argument("--description-every", type=int, default=None)
     parser.add_argument("--lora-lr", type=float, default=None)
-    parser.add_argument("--vision-lr", type=float, default=None)
-    parser.add_argument("--align-weight", type=float, default=None)
-    parser.add_argument("--word-weight", type=float, default=None)
+    parser.add_argument("--cell-steps", type=int, default=None, help="stage 1a steps (cell heads only)")
+    parser.add_argument("--cell-lr", type=float, default=None)
+    parser.add_argument("--vision-lr", type=float, default=None, help="stage 1b lr (cell + word heads)")
+    parser.add_argument("--cell-weight", type=float, default=None, help="stage 1b: the cell heads' weight")
     parser.add_argument("--tune-vision-lr", type=float, default=None,
                         help="stage 2: also train the projector and ViT end to end at this lr (0 = frozen)")
-    parser.add_argument("--cell-weight", type=float, default=None, help="stage 1: per-token cell heads' weight")
-    parser.add_argument("--no-global-heads", dest="global_heads", action="store_false", default=None,
-                        help="stage 1: drop the label heads on the flattened grid (per-token losses only)")
     parser.add_argument("--oracle", action="store_true", default=None,
                         help="diagnostic: skip stage 1 and feed the exact visual words to the LM (upper bound)")
     parser.add_argument("--out", default=str(WEIGHTS_FILE))
     args = parser.parse_args(argv)
     cfg = RecipeConfig()
     if args.quick:
-        cfg = RecipeConfig(train_scenes=300, vision_steps=20, align_steps=8, test_scenes=8, val_scenes=16,
+        cfg = RecipeConfig(train_scenes=300, cell_steps=10, vision_steps=10, align_steps=8, test_scenes=8, val_scenes=16,
                            description_eval_scenes=2)
     names = ("align_steps", "vision_steps", "train_scenes", "test_scenes", "val_scenes", "description_eval_scenes",
              "align_minutes", "threads", "init_from", "stage_seed", "description_every", "lora_lr", "vision_lr",
-             "align_weight", "word_weight", "cell_weight", "global_heads", "init_vision_only", "oracle", "tune_vision_lr")
+             "cell_steps", "cell_lr", "cell_weight", "init_vision_only", "oracle", "tune_vision_lr")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     cfg = RecipeConfig(**{**asdict(cfg), **overrides})
     mcfg = DefaultModelConfig()
@@ -648,7 +645,6 @@ def main(argv: list[str] | None = None) -> int:
     images, scenes = render_pool("train", cfg.train_scenes, cfg.seed, mcfg.image_size)
     word_ids = [visual_word_ids(s, tokenizer) for s in scenes]
     targets = visual_word_targets(word_ids, embeddings)  # [n, SLOTS, H]
-    vocab = torch.tensor(sorted({t for slots in word_ids for slot in slots for t in slot}))
     init_state = None
     if cfg.oracle:
         stage1 = {"skipped": "oracle: the LM sees the exact visual words"}
@@ -662,10 +658,7 @@ def main(argv: list[str] | None = None) -> int:
             init_state = None
         stage1 = {"skipped": f"initialised from {cfg.init_from}"}
     else:
-        val_images, val_scenes = render_pool("val", cfg.val_scenes, cfg.seed, mcfg.image_size)
-        val = (val_images, [visual_word_ids(s, tokenizer) for s in val_scenes], vocab, embeddings)
-        word_dist = slot_distributions(word_ids, vocab) if cfg.word_weight > 0 else None
-        stage1 = train_vision(model, images, scenes, targets, cfg, mcfg, val, word_dist, vocab)
+        stage1 = train_stage1(model, tokenizer, images, scenes, word_ids, embeddings, cfg, mcfg)
     t1 = time.time()
     override = ImageTokenOverride(model.model.multi_modal_projector) if cfg.oracle else None
     loras, stage2 = train_alignment(model, processor, images, scenes, cfg, mcfg, init_state, override, targets)
