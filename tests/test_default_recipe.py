@@ -94,6 +94,16 @@ def test_text_and_chart_slots_spell_the_answers(recipe):
                 assert row_a < row_b
 
 
+def test_slot_roles_name_exactly_the_filled_slots(recipe):
+    tok = WordTokenizer()
+    for scene in scenes_of("shapes", 5) + scenes_of("text", 5) + scenes_of("chart", 5):
+        slots = recipe.visual_slots(scene, tok)
+        assert [ids for _, ids in slots] == recipe.visual_word_ids(scene, tok)
+        assert all((role == "empty") == (not ids) for role, ids in slots)
+        if scene.kind == "chart":
+            assert sum(role == "chart label+value" for role, _ in slots) == len(scene.chart.values)
+
+
 def test_targets_are_sums_of_the_slot_embeddings(recipe):
     tok = WordTokenizer()
     scenes = scenes_of("shapes", 3) + scenes_of("chart", 2)
@@ -136,18 +146,15 @@ def test_word_classes_keep_repeated_tokens_apart(recipe):
 
 
 def test_clamp_readout_turns_confident_word_logits_into_exact_embedding_sums(recipe):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
     torch.manual_seed(0)
-    dim, hidden, width = 6, 16, 4
-
-    class Projector(torch.nn.Module):  # the LLaVA projector's layout: linear_1 -> GELU -> linear_2
-        def __init__(self):
-            super().__init__()
-            self.linear_1, self.act, self.linear_2 = torch.nn.Linear(dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, width)
-
-        def forward(self, x):
-            return self.linear_2(self.act(self.linear_1(x)))
-
-    projector, head = Projector(), torch.nn.Linear(dim, 3)
+    dim, width = 6, 8  # the stock LLaVA projector: linear_1 (dim -> width) -> GELU -> linear_2 (width -> width)
+    config = LlavaConfig(vision_config=CLIPVisionConfig(hidden_size=dim, num_attention_heads=1),
+                         text_config=LlamaConfig(hidden_size=width, num_attention_heads=1),
+                         projector_hidden_act="gelu")
+    projector, head = LlavaMultiModalProjector(config), torch.nn.Linear(dim, 3)
     embeddings = torch.randn(10, width)
     classes = [(2, 0), (2, 1), (7, 0)]  # token 2 once or twice, token 7
     recipe.clamp_readout(projector, head, classes, embeddings, scale=2.0)
@@ -159,4 +166,4 @@ def test_clamp_readout_turns_confident_word_logits_into_exact_embedding_sums(rec
     assert confident.sum() > 20
     torch.testing.assert_close(out[confident], expected[confident], atol=2e-2, rtol=0)
     with pytest.raises(ValueError, match="hidden units"):
-        recipe.clamp_readout(projector, head, [(i, 0) for i in range(9)], torch.randn(20, width), scale=2.0)
+        recipe.clamp_readout(projector, head, [(i, 0) for i in range(5)], torch.randn(20, width), scale=2.0)

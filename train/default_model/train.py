@@ -103,11 +103,10 @@ def token_cells(grid: int) -> torch.Tensor:
     return torch.tensor([(r * 3 // grid) * 3 + c * 3 // grid for r in range(grid) for c in range(grid)])
 
 
-
 # ------------------------------------------------------------------- visual words
-def visual_word_ids(scene, tokenizer) -> list[list[int]]:
-    """What each of the 36 image tokens should say, as LM token ids (a slot's target is the sum
-    of their input embeddings; an empty slot's target is zero).
+def visual_slots(scene, tokenizer) -> list[tuple[str, list[int]]]:
+    """What each of the 36 image tokens should say: (role, LM token ids) per token; a slot's
+    target is the sum of its ids' input embeddings, an empty slot ("empty", []) is zero.
 
     The slots sit where their content is: image token (r, c) of the 6x6 patch grid (sequence
     index 6r + c) describes what lies under or next to it, so the ViT needs no long-range
@@ -125,7 +124,7 @@ def visual_word_ids(scene, tokenizer) -> list[list[int]]:
     def ids(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    slots: list[list[int]] = [[] for _ in range(SLOTS)]
+    slots: list[tuple[str, list[int]]] = [("empty", []) for _ in range(SLOTS)]
     background = ids(f" {scene.background}")
     if scene.kind == "shapes":
         by_cell = {tuple(sh.cell): sh for sh in scene.shapes}
@@ -133,33 +132,38 @@ def visual_word_ids(scene, tokenizer) -> list[list[int]]:
             base = 12 * row + 2 * col
             sh = by_cell.get((row, col))
             if sh is None:
-                slots[base] = ids(" shapes") + ids(str(len(scene.shapes)))
-                slots[base + 1] = background
+                slots[base] = ("count", ids(" shapes") + ids(str(len(scene.shapes))))
+                slots[base + 1] = ("background", background)
             else:
-                slots[base] = ids(f" {sh.color} {sh.size}")
-                slots[base + 1] = ids(f" {sh.kind}")
-                slots[base + 6] = ids(f" {sh.kind} {sh.position}")
+                slots[base] = ("colour+size", ids(f" {sh.color} {sh.size}"))
+                slots[base + 1] = ("kind", ids(f" {sh.kind}"))
+                slots[base + 6] = ("kind+position", ids(f" {sh.kind} {sh.position}"))
     elif scene.kind == "text":
         t = scene.text
         base = 12 * t.cell[0]
-        slots[base] = ids(f" {t.color}")
+        slots[base] = ("text colour", ids(f" {t.color}"))
         for j, token in enumerate(ids(t.text)[:5]):
-            slots[base + 1 + j] = [token]
-        slots[base + 6] = ids(" number" if t.is_number else " word")
-        slots[base + 7] = ids(" " + CELL_NAMES[tuple(t.cell)])
-        slots[base + 8] = background
+            slots[base + 1 + j] = ("text token", [token])
+        slots[base + 6] = ("word/number", ids(" number" if t.is_number else " word"))
+        slots[base + 7] = ("text position", ids(" " + CELL_NAMES[tuple(t.cell)]))
+        slots[base + 8] = ("background", background)
     else:
         c = scene.chart
-        slots[30] = ids(f" {c.chart}")
-        slots[31] = ids(f" {c.color}")
-        slots[32] = background
-        slots[33] = ids(c.labels[c.values.index(max(c.values))])
+        slots[30] = ("chart type", ids(f" {c.chart}"))
+        slots[31] = ("chart colour", ids(f" {c.color}"))
+        slots[32] = ("background", background)
+        slots[33] = ("chart max", ids(c.labels[c.values.index(max(c.values))]))
         n = len(c.values)
         for j, (label, value) in enumerate(zip(c.labels, c.values)):
             x = CHART_LEFT + (CHART_RIGHT - CHART_LEFT) * (j + 0.5) / n  # the point's centre, as rendered
             y = CHART_BOTTOM - (CHART_BOTTOM - CHART_TOP) * value / 20 - VALUE_TEXT_ABOVE  # its printed number
-            slots[6 * min(int(y * 6), 4) + int(x * 6)] = ids(label) + ids(str(value))
+            slots[6 * min(int(y * 6), 4) + int(x * 6)] = ("chart label+value", ids(label) + ids(str(value)))
     return slots
+
+
+def visual_word_ids(scene, tokenizer) -> list[list[int]]:
+    """What each of the 36 image tokens should say, as LM token ids (``visual_slots`` without the roles)."""
+    return [slot for _, slot in visual_slots(scene, tokenizer)]
 
 
 def visual_word_targets(word_ids: list[list[list[int]]], embeddings: torch.Tensor) -> torch.Tensor:
@@ -259,8 +263,9 @@ def train_vision(tower, images, cell_labels, steps: int, lr: float, cfg: RecipeC
         cell_logits = cell_head(feats).split(list(CELL_CLASSES), dim=-1)  # 3 x [b, SLOTS, classes]
         cell_loss = sum(F.cross_entropy(logits.flatten(0, 1), cell_labels[idx][..., j].flatten())
                         for j, logits in enumerate(cell_logits))
-        loss = cfg.cell_weight * cell_loss
-        if word_head is not None:
+        loss = cell_loss
+        if word_head is not None:  # stage 1b: the cell heads weighted beside the word head
+            loss = cfg.cell_weight * cell_loss
             word_loss = F.binary_cross_entropy_with_logits(
                 word_head(feats), words[idx].float(), reduction="none").sum(-1).mean()
             loss = loss + word_loss
@@ -304,39 +309,16 @@ def clamp_readout(projector, word_head: torch.nn.Linear, classes: list[tuple[int
     l2.weight[:, V : 2 * V] = -word_embeddings.T
 
 
-def slot_roles(scene) -> dict[int, str]:
-    """slot index -> what the slot says (for per-role accuracy); slots not listed are empty."""
-    roles = {}
-    if scene.kind == "shapes":
-        occupied = {tuple(sh.cell) for sh in scene.shapes}
-        for (row, col) in CELLS:
-            base = 12 * row + 2 * col
-            if (row, col) in occupied:
-                roles.update({base: "colour+size", base + 1: "kind", base + 6: "kind+position"})
-            else:
-                roles.update({base: "count", base + 1: "background"})
-    elif scene.kind == "text":
-        base = 12 * scene.text.cell[0]
-        roles.update({base: "text colour", base + 6: "word/number", base + 7: "text position", base + 8: "background"})
-        roles.update({base + j: "text token" for j in range(1, 6)})
-    else:
-        roles.update({j: "chart label+value" for j in range(30)})  # the filled ones: the points
-        roles.update({30: "chart type", 31: "chart colour", 32: "background", 33: "chart max"})
-    return roles
-
-
 @torch.no_grad()
-def slot_accuracy(tower, word_head, images, words: torch.Tensor, scenes, batch: int = 200) -> dict:
+def slot_accuracy(tower, word_head, images, words: torch.Tensor, roles: list[list[str]], batch: int = 200) -> dict:
     """Share of slots whose predicted words (the word head's positive logits) are exactly the
-    slot's words, per role ("empty" = slots that should say nothing; "filled" = all other roles)."""
+    slot's words, per role (``visual_slots``' roles; "filled" = all but "empty")."""
     right: dict[str, list[bool]] = {}
-    for start in range(0, len(scenes), batch):
+    for start in range(0, len(roles), batch):
         predicted = word_head(image_features(tower, to_pixels(images[start : start + batch]))) > 0  # [b, SLOTS, V]
         exact = (predicted == words[start : start + batch].bool()).all(-1)  # [b, SLOTS]
-        for b, scene in enumerate(scenes[start : start + batch]):
-            roles = slot_roles(scene)
-            for j in range(SLOTS):
-                role = roles.get(j, "empty") if words[start + b, j].any() else "empty"
+        for b, scene_roles in enumerate(roles[start : start + batch]):
+            for j, role in enumerate(scene_roles):
                 right.setdefault(role, []).append(bool(exact[b, j]))
     out = {k: round(sum(v) / len(v), 4) for k, v in sorted(right.items())}
     filled = [x for k, v in right.items() if k != "empty" for x in v]
@@ -360,8 +342,9 @@ def train_stage1(model, tokenizer, images, scenes, word_ids, embeddings, cfg: Re
         p.requires_grad_(False)
     clamp_readout(model.model.multi_modal_projector, word_head, classes, embeddings, cfg.readout_scale)
     val_images, val_scenes = render_pool("val", cfg.val_scenes, cfg.seed, mcfg.image_size)
-    val_words = word_multihot([visual_word_ids(s, tokenizer) for s in val_scenes], classes)
-    accuracy = slot_accuracy(tower, word_head, val_images, val_words, val_scenes)
+    val_slots = [visual_slots(s, tokenizer) for s in val_scenes]
+    val_words = word_multihot([[ids for _, ids in slots] for slots in val_slots], classes)
+    accuracy = slot_accuracy(tower, word_head, val_images, val_words, [[r for r, _ in slots] for slots in val_slots])
     tqdm.write(f"stage 1 val slot accuracy: {accuracy}")
     return {"stage1a_last": log_a, "stage1b_last": log_b, "word_classes": len(classes), "val_slot_accuracy": accuracy}
 
@@ -644,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     embeddings = model.get_input_embeddings().weight.detach().clone()  # [vocab, H]
     images, scenes = render_pool("train", cfg.train_scenes, cfg.seed, mcfg.image_size)
     word_ids = [visual_word_ids(s, tokenizer) for s in scenes]
-    targets = visual_word_targets(word_ids, embeddings)  # [n, SLOTS, H]
+    targets = visual_word_targets(word_ids, embeddings) if cfg.oracle else None  # [n, SLOTS, H]: --oracle only
     init_state = None
     if cfg.oracle:
         stage1 = {"skipped": "oracle: the LM sees the exact visual words"}
