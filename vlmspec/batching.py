@@ -17,7 +17,7 @@ from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .core.cache import cache_kwargs
-from .core.tree import ancestor_matrix, chain_parents, node_depths
+from .core.tree import chain_parents, tree_attention
 from .target import Target, TargetState, check_finite, image_spans
 
 
@@ -103,9 +103,9 @@ class BatchTarget:
             tokens[b, :n] = cand
             mask[b, 0, :n, :cache_len] = state.valid[b]
             mask[b, 0, :, cache_len:] = eye  # padding rows see only themselves
-            mask[b, 0, :n, cache_len : cache_len + n] = ancestor_matrix(tree)
-            depths = torch.cat([tree.new_zeros(1), node_depths(tree)])  # [n]
-            positions[b, :n] = state.next_position[b] + depths
+            tree_mask, depths = tree_attention(tree, cache_len=0)  # [1, 1, n, n], [1, n]: structure only
+            mask[b, 0, :n, cache_len : cache_len + n] = tree_mask[0, 0]
+            positions[b, :n] = state.next_position[b] + depths[0]
         out = self.target.model(
             input_ids=tokens,
             attention_mask=mask,
