@@ -165,3 +165,31 @@ def test_interrupted_build_is_never_loaded_and_rebuilds(built_home, tmp_path, mo
 
     model = AutoModelForImageTextToText.from_pretrained(str(path))
     assert type(model).__name__ == "LlavaForConditionalGeneration"
+
+
+@pytest.mark.slow
+def test_recipe_quick_run_exports_weights_the_default_build_accepts(built_home, tmp_path):
+    """`train.py --quick` runs every stage end to end (render, stage 1a/1b, the written projector,
+    LoRA alignment, evaluation, export) and writes fp16 weights with the shipped file's layout."""
+    from safetensors import safe_open
+
+    home, _ = built_home
+    out = tmp_path / "default_model.safetensors"
+    recipe = Path(__file__).resolve().parents[1] / "train" / "default_model" / "train.py"
+    env = {**os.environ, "VLMSPEC_HOME": str(home), "HF_HUB_OFFLINE": "1"}  # the session's built LM
+    res = subprocess.run([sys.executable, str(recipe), "--quick", "--threads", "1", "--out", str(out)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["recipe"]["align_steps"] == report["align_steps_done"] == 8
+    assert report["model_config"] == json.loads(dm.WEIGHTS_FILE.with_suffix(".json").read_text())["model_config"]
+    types = {"color", "shape", "count", "position", "size", "text", "chart_value", "chart_max", "chart_type"}
+    assert set(report["test_exact_match"]["per_type"]) <= types
+    assert report["test_exact_match"]["questions"] == report["test_exact_match_blank_image"]["questions"] > 0
+    assert 0.0 <= report["test_exact_match"]["overall"] <= 1.0
+    assert set(report["stage1_last"]["val_slot_accuracy"]) >= {"kind", "colour+size", "filled"}
+    with safe_open(str(out), "pt") as new, safe_open(str(dm.WEIGHTS_FILE), "pt") as shipped:
+        assert set(new.keys()) == set(shipped.keys())
+        assert {str(new.get_slice(k).get_dtype()) for k in new.keys()} == {"F16"}
+        assert all(new.get_slice(k).get_shape() == shipped.get_slice(k).get_shape() for k in new.keys())
+    assert not list(tmp_path.glob("*.tmp*"))  # written atomically
