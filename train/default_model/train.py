@@ -1,6 +1,6 @@
 """Train the default model's vision tower, projector and LM deltas on synthetic scenes.
 
-Stages (fixed seeds, progress bars, CPU, 2 threads, well under 90 minutes):
+Stages (fixed seeds, progress bars, CPU, 2 threads, within 90 minutes):
 
 1. The vision side, without the language model. The LM reads each image token as a "visual
    word" slot: image token (r, c) of the 6x6 patch grid stands for the sum of the LM input
@@ -592,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-scenes", type=int, default=None)
     parser.add_argument("--description-eval-scenes", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--align-minutes", type=float, default=None, help="cap stage 2 wall time")
+    parser.add_argument("--align-minutes", type=float, default=None, help="cap stage 2 wall time (default 62; 0 = no cap, as the shipped run)")
     parser.add_argument("--init-from", default=None, help="exported weights to continue from (skips stage 1)")
     parser.add_argument("--init-vision-only", action="store_true", default=None,
                         help="with --init-from: keep the ViT + projector, start the LoRA deltas fresh")
