@@ -170,6 +170,7 @@ def test_outputs_written(tmp_path):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["methods"]) == {"plain", "A", "B"}
+    assert summary["device"].startswith("cpu (") and "fast_cpu" not in summary["device"]  # the fake has none
     assert (out / "speedup.png").read_bytes()[:4] == b"\x89PNG"
     assert not list(out.glob(".*.tmp"))                               # atomic writes leave nothing behind
 
@@ -268,6 +269,7 @@ def test_end_to_end_tiny_target(tiny_llava_path, tmp_path, capsys):
     assert (tmp_path / "RESULTS.md").read_text() == (out / "report.md").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["benchmark"]["samples"] == 3
+    assert "; fast_cpu: " in summary["device"]  # what fast_cpu decided is part of the run's record
     assert "no assistant model given" in summary["skipped_methods"]["hf-assisted"]
     # transformers' prompt lookup may copy <image> placeholders into its candidates and then fail
     # on LLaVA targets; either way it is reported (skipped or per-sample errors), never a crash.

@@ -573,12 +573,15 @@ def _run_method(method: Method, name: str, sample: Sample, inputs: Callable[[], 
     return [(name, method.generate(inputs(), sampling))]
 
 
-def _describe_device(device) -> str:
+def _describe_device(device, target=None) -> str:
+    """The device, and on CPU what ``fast_cpu`` decided for the target: speed-ups depend on it."""
     import torch
 
     if getattr(device, "type", "cpu") == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"{device} ({torch.get_num_threads()} threads)"
+    fast = getattr(target, "fast_cpu_report", None)
+    threads = f"{device} ({torch.get_num_threads()} threads)"
+    return f"{threads}; fast_cpu: {fast}" if fast else threads
 
 
 def run_eval(
@@ -670,7 +673,7 @@ def run_eval(
             bar.update(1)
 
     run = EvalRun(config=config, benchmark=benchmark, records=records, skipped=skipped,
-                  device=_describe_device(device), memory_measure=memory.description, newly_run=newly_run)
+                  device=_describe_device(device, base_pipe.target), memory_measure=memory.description, newly_run=newly_run)
     from .report import summarize, write_outputs
 
     run.summary = summarize(run)
