@@ -573,10 +573,11 @@ def _run_method(method: Method, name: str, sample: Sample, inputs: Callable[[], 
     return [(name, method.generate(inputs(), sampling))]
 
 
-def _describe_device(device, target=None) -> str:
-    """The device, and on CPU what ``fast_cpu`` decided for the target: speed-ups depend on it."""
+def _describe_device(target) -> str:
+    """The target's device, and on CPU what ``fast_cpu`` decided for it: speed-ups depend on it."""
     import torch
 
+    device = target.device
     if getattr(device, "type", "cpu") == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     fast = getattr(target, "fast_cpu_report", None)
@@ -673,7 +674,7 @@ def run_eval(
             bar.update(1)
 
     run = EvalRun(config=config, benchmark=benchmark, records=records, skipped=skipped,
-                  device=_describe_device(device, base_pipe.target), memory_measure=memory.description, newly_run=newly_run)
+                  device=_describe_device(base_pipe.target), memory_measure=memory.description, newly_run=newly_run)
     from .report import summarize, write_outputs
 
     run.summary = summarize(run)
