@@ -167,3 +167,56 @@ def test_clamp_readout_turns_confident_word_logits_into_exact_embedding_sums(rec
     torch.testing.assert_close(out[confident], expected[confident], atol=2e-2, rtol=0)
     with pytest.raises(ValueError, match="hidden units"):
         recipe.clamp_readout(projector, head, [(i, 0) for i in range(5)], torch.randn(20, width), scale=2.0)
+
+
+def test_recover_word_head_inverts_clamp_readout(recipe):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+    torch.manual_seed(1)
+    dim, width = 6, 8
+    config = LlavaConfig(vision_config=CLIPVisionConfig(hidden_size=dim, num_attention_heads=1),
+                         text_config=LlamaConfig(hidden_size=width, num_attention_heads=1),
+                         projector_hidden_act="gelu")
+    projector, head = LlavaMultiModalProjector(config), torch.nn.Linear(dim, 3)
+    embeddings = torch.randn(10, width)
+    classes = [(2, 0), (2, 1), (7, 0)]
+    recipe.clamp_readout(projector, head, classes, embeddings, scale=2.0)
+    got, got_classes = recipe.recover_word_head(projector, embeddings, scale=2.0)
+    assert got_classes == classes
+    torch.testing.assert_close(got.weight, head.weight)
+    torch.testing.assert_close(got.bias, head.bias)
+    wider = recipe.extend_word_head(got, classes, [(1, 0), (2, 0), (2, 1), (7, 0)])
+    torch.testing.assert_close(wider.weight[1:], head.weight)
+    assert float(wider.weight[0].abs().sum()) == 0 and float(wider.bias[0]) == -4.0
+
+
+def test_varied_share_and_photo_slots(recipe):
+    styles = [recipe.scene_style(i, 0.6) for i in range(1000)]
+    assert 0.55 < styles.count("varied") / 1000 < 0.65
+    assert {recipe.scene_style(i, 0.0) for i in range(50)} == {"classic"}
+    pytest.importorskip("skimage")
+    tok = WordTokenizer()
+    scene = generate_scene("photo-slots", kind="photo", style="varied")
+    slots = recipe.visual_word_ids(scene, tok)
+    assert len(slots) == recipe.SLOTS and all(tok.words(s)[0] == " photo" and len(s) == 2 for s in slots)
+
+
+def test_mix_masks_every_assistant_turn_and_only_those(recipe, tiny_llava_path):
+    from transformers import AutoProcessor
+
+    import mix  # train/default_model/mix.py, on the path once the recipe is loaded
+
+    processor = AutoProcessor.from_pretrained(tiny_llava_path)
+    tok = processor.tokenizer
+    turns = [("Describe it.", "A red circle."), ("And its colour?", "Red.")]
+    ids, spans = mix.encode_turns(processor, tok, turns, image=True)
+    assert [tok.decode(ids[a:b]).strip() for a, b in spans][0].startswith("A red circle.")
+    image_id = tok.convert_tokens_to_ids("<image>")
+    expanded, shifted = mix.expand(ids, spans, image_id, 5)
+    assert expanded.count(image_id) == 5
+    assert [expanded[a:b] for a, b in shifted] == [ids[a:b] for a, b in spans]
+    batch_ids, mask, labels = mix.make_batch([(expanded, shifted, 0), (ids[:4], [], None)], pad_id=0)
+    assert int((labels[0] != -100).sum()) == sum(b - a for a, b in spans) and int((labels[1] != -100).sum()) == 0
+    cut, cut_spans = mix.encode_turns(processor, tok, turns[:1], image=False, finished=False)
+    assert len(cut) == cut_spans[0][1] and not tok.decode(cut[cut_spans[0][0]:]).rstrip().endswith("im_end|>")

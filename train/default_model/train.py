@@ -14,9 +14,14 @@ Stages (fixed seeds, progress bars, CPU, 2 threads, within 90 minutes):
    word class turn the word head's logit into a clamped 0/1 step, and ``linear_2`` maps it to
    the word's embedding, so a slot the head gets right is exactly its visual words.
 2. Alignment through the language model, LLaVA-style: the real SmolLM2-135M-Instruct stays
-   frozen except rank-8 LoRA deltas (ViT and projector frozen too); batches of short Q/A,
-   every 4th step long descriptions; cross-entropy on the answer tokens only. 2,000 steps,
-   capped at 62 minutes of wall time so the recipe stays within 90 minutes on 2 cores.
+   frozen except rank-8 LoRA deltas (ViT and projector frozen too); each step is one kind of
+   the mix in ``mix.py`` (short Q/A, open multi-turn dialogues from ``vlmspec.data.answers``,
+   the base LM's own answers to text instructions from ``replay.py``, with or without an
+   unrelated image); cross-entropy on the assistant tokens only.
+
+v2 (this file; see README.md, not yet run in full -- the shipped weights are v1's): starts
+from the v1 weights in ``init/``, fine-tunes stage 1 on 60% varied-style scenes (photos
+included) and continues v1's LoRA on the mix above for 1,400 steps, capped at 48 minutes.
 
 Then the held-out test split is scored (exact match per question type, and the same
 model with a blank image as the chance line) and the weights are exported (fp16
@@ -33,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -55,8 +59,13 @@ from vlmspec.data.synthetic import (
     split_seed,
 )
 from vlmspec.atomic import atomic_write_bytes, atomic_write_json
+from vlmspec.data.instructions import sample_instructions
 from vlmspec.models.default import WEIGHTS_FILE, DefaultModelConfig, assemble, lora_delta_name
 from vlmspec.models.smollm import load_language_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the recipe's own modules beside it
+from mix import Mix, make_batch  # noqa: E402
+from replay import base_answers  # noqa: E402
 
 COLOR_NAMES = sorted(COLORS)
 SIZE_NAMES = list(SIZES)
@@ -66,6 +75,7 @@ CHART_TOP, CHART_BOTTOM = 0.2, 0.84  # its y extent (value 20 at the top, 0 at t
 VALUE_TEXT_ABOVE = 0.05  # a value's printed number is centred about this far above its point (font 0.1 h)
 SLOTS = DefaultModelConfig().image_tokens  # 36 image tokens = 36 visual-word slots
 SLOTS_PER_SIDE = DefaultModelConfig().image_size // DefaultModelConfig().patch_size  # 6x6 token grid
+V1_WEIGHTS = Path(__file__).resolve().parent / "init" / "v1.safetensors"  # the first release (see README)
 STAGE1_BATCH_SEED = 15  # stage 1a and 1b draw their image batches from this seed (+ cfg.seed), as the shipped run
 CELL_CLASSES = (len(COLOR_NAMES) + 1, len(SHAPE_KINDS) + 1, len(SIZE_NAMES) + 1)  # per-token cell heads (0 = empty)
 
@@ -74,23 +84,23 @@ CELL_CLASSES = (len(COLOR_NAMES) + 1, len(SHAPE_KINDS) + 1, len(SIZE_NAMES) + 1)
 class RecipeConfig:
     seed: int = 0
     train_scenes: int = 10000
-    cell_steps: int = 1500  # stage 1a: ViT + per-token cell heads only (where shape kinds are learned)
-    cell_lr: float = 1e-3
-    vision_steps: int = 1500  # stage 1b: + the per-token visual-word head the projector reads
+    varied_share: float = 0.6  # share of training scenes drawn in the varied style (vlmspec.data.styles), photos included
+    cell_steps: int = 300  # stage 1a: ViT + per-token cell heads only (from scratch: 1,500 steps at 1e-3)
+    cell_lr: float = 3e-4
+    vision_steps: int = 1200  # stage 1b: + the per-token visual-word head the projector reads (scratch: 1,500)
     vision_batch: int = 64
-    vision_lr: float = 5e-4
-    align_steps: int = 2000  # the shipped run: 67.6 min of stage 2 at ~2.0 s/step (600 steps gave 68.3% QA, 2,000: 90.5%)
-    qa_batch: int = 8
-    description_batch: int = 4
-    description_every: int = 4  # every 4th alignment step is a description batch
+    vision_lr: float = 3e-4  # (scratch: 5e-4)
+    align_steps: int = 1400  # stage 2 on the v2 mix (train/default_model/mix.py), continuing the v1 LoRA
+    replay_instructions: int = 240  # text instructions answered by the base LM for the replay steps
     lora_lr: float = 1e-3
     test_scenes: int = 100
     description_eval_scenes: int = 10
     threads: int = 2
-    align_minutes: float = 62.0  # > 0: cap stage 2 to this wall time (steps fixed after 5 timed steps), so the
+    align_minutes: float = 48.0  # > 0: cap stage 2 to this wall time (steps fixed after 5 timed steps), so the
     # whole recipe fits 90 min on a slow 2-core machine; the shipped run lifted it (--align-minutes 0)
     description_max_tokens: int = 140
-    init_from: str = ""  # continue from exported weights (skips stage 1)
+    init_from: str = str(V1_WEIGHTS)  # start from exported weights ("" = from scratch: stage 1 in full)
+    finetune_vision: bool = True  # with init_from: stage 1 fine-tunes the loaded ViT + word head (else skipped)
     stage_seed: int = 0  # > 0: a different example order / LoRA init for a continuation
     init_vision_only: bool = False  # with init_from: take only the vision tower + projector; fresh LoRA
     cell_weight: float = 1.0  # stage 1b: weight of the per-token cell heads beside the word head
@@ -123,12 +133,18 @@ def visual_slots(scene, tokenizer) -> list[tuple[str, list[int]]]:
     charts: point j = label + value digits, on the token where its value is printed (column of
     the point, row of the number above it: rows 0-4); the bottom row: (5, 0) = " bar" / " line",
     (5, 1) = colour, (5, 2) = background, (5, 3) = the label of the highest value.
+    photos (kind "photo"): every token = " photo" + the colour name of its own patch.
     """
     def ids(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
     slots: list[tuple[str, list[int]]] = [("empty", []) for _ in range(SLOTS)]
     background = ids(f" {scene.background}")
+    if scene.kind == "photo":
+        from vlmspec.data.photos import patch_colour_names
+
+        names = patch_colour_names(scene.image, grid=SLOTS_PER_SIDE)
+        return [("photo", ids(" photo") + ids(f" {name}")) for name in names]
     if scene.kind == "shapes":
         by_cell = {tuple(sh.cell): sh for sh in scene.shapes}
         for (row, col) in CELLS:
@@ -179,12 +195,17 @@ def visual_word_targets(word_ids: list[list[list[int]]], embeddings: torch.Tenso
     return out
 
 
-def render_pool(split: str, n: int, seed: int, image_size: int) -> tuple[torch.Tensor, list]:
+def scene_style(index: int, varied_share: float) -> str:
+    """Row ``index``'s style: "varied" for a ``varied_share`` of the rows (interleaved), else "classic"."""
+    return "varied" if (index * 0.6180339887) % 1.0 < varied_share else "classic"
+
+
+def render_pool(split: str, n: int, seed: int, image_size: int, varied_share: float = 0.0) -> tuple[torch.Tensor, list]:
     """n scenes of a split: images as uint8 [n, size, size, 3] (resized like the processor) + scenes."""
     images = torch.empty((n, image_size, image_size, 3), dtype=torch.uint8)
     scenes = []
     for i in tqdm(range(n), desc=f"render {split}", mininterval=5):
-        scene = generate_scene(split_seed(split, i, seed))
+        scene = generate_scene(split_seed(split, i, seed), style=scene_style(i, varied_share))
         resized = scene.image.resize((image_size, image_size), resample=3)  # bicubic, as SigLIP's processor
         images[i] = torch.from_numpy(np.array(resized))
         scenes.append(scene)
@@ -243,14 +264,15 @@ def word_multihot(word_ids: list[list[list[int]]], classes: list[tuple[int, int]
 
 def train_vision(tower, images, cell_labels, steps: int, lr: float, cfg: RecipeConfig,
                  words: torch.Tensor | None = None, desc: str = "stage 1",
-                 batch_seed: int = 0) -> tuple[torch.nn.Linear | None, dict]:
+                 batch_seed: int = 0, word_head: torch.nn.Linear | None = None) -> tuple[torch.nn.Linear | None, dict]:
     """Train the ViT with per-token heads: each image token classifies the colour / kind / size of
     its own 3x3 cell (softmax, ``cell_labels`` [n, SLOTS, 3]) and, when ``words`` [n, SLOTS, V] is
     given, says which visual words its slot holds (one sigmoid per word class, the word head whose
     sign the projector's readout uses). Returns (word head or None, last log)."""
     dim = tower.config.hidden_size
     cell_head = torch.nn.Linear(dim, sum(CELL_CLASSES))
-    word_head = torch.nn.Linear(dim, words.shape[-1]) if words is not None else None
+    if words is not None and word_head is None:
+        word_head = torch.nn.Linear(dim, words.shape[-1])
     params = [*tower.parameters(), *cell_head.parameters(), *(word_head.parameters() if word_head else ())]
     for p in params:
         p.requires_grad_(True)
@@ -329,22 +351,60 @@ def slot_accuracy(tower, word_head, images, words: torch.Tensor, roles: list[lis
     return out
 
 
-def train_stage1(model, tokenizer, images, scenes, word_ids, embeddings, cfg: RecipeConfig, mcfg: DefaultModelConfig) -> dict:
+@torch.no_grad()
+def recover_word_head(projector, embeddings: torch.Tensor, scale: float) -> tuple[torch.nn.Linear, list]:
+    """Invert ``clamp_readout``: the word head and its classes from a written projector (the
+    first V hidden units hold scale * head, ``linear_2``'s first V columns the words' embeddings)."""
+    l1, l2 = projector.linear_1, projector.linear_2
+    V = int((l2.weight.abs().sum(0) > 0).sum()) // 2
+    tokens = torch.cdist(l2.weight[:, :V].T.float(), embeddings.half().float()).argmin(1).tolist()
+    classes, seen = [], {}
+    for t in tokens:
+        classes.append((t, seen.get(t, 0)))
+        seen[t] = seen.get(t, 0) + 1
+    if classes != sorted(classes):
+        raise ValueError("the projector's word columns are not in class order: not a clamp_readout projector")
+    head = torch.nn.Linear(l1.in_features, V)
+    head.weight.copy_(l1.weight[:V] / scale)
+    head.bias.copy_((l1.bias[:V] - 0.5) / scale)
+    return head, classes
+
+
+@torch.no_grad()
+def extend_word_head(head: torch.nn.Linear, classes: list, new_classes: list) -> torch.nn.Linear:
+    """A head over ``new_classes`` (a superset): known rows copied, new ones start "absent" (bias -4)."""
+    out = torch.nn.Linear(head.in_features, len(new_classes))
+    out.weight.zero_()
+    out.bias.fill_(-4.0)
+    index = {c: i for i, c in enumerate(classes)}
+    for j, c in enumerate(new_classes):
+        if c in index:
+            out.weight[j], out.bias[j] = head.weight[index[c]], head.bias[index[c]]
+    return out
+
+
+def train_stage1(model, tokenizer, images, scenes, word_ids, embeddings, cfg: RecipeConfig, mcfg: DefaultModelConfig,
+                 init_head: tuple[torch.nn.Linear, list] | None = None) -> dict:
     """Stage 1a (cell heads), 1b (+ word head), then the projector as the word head's clamped
-    readout; returns the per-role slot accuracy on validation scenes and the last losses."""
+    readout; returns the per-role slot accuracy on validation scenes and the last losses.
+    ``init_head``: (head, classes) recovered from loaded weights, to fine-tune instead of a fresh head."""
     tower = model.model.vision_tower
     cells = cell_token_labels(scenes)
     batch_seed = cfg.seed + STAGE1_BATCH_SEED
     _, log_a = train_vision(tower, images, cells, cfg.cell_steps, cfg.cell_lr, cfg, desc="stage 1a: cells",
                             batch_seed=batch_seed)
     classes = word_classes(word_ids)
+    head = None
+    if init_head is not None:
+        classes = sorted(set(classes) | set(init_head[1]))
+        head = extend_word_head(*init_head, classes)
     words = word_multihot(word_ids, classes)
     word_head, log_b = train_vision(tower, images, cells, cfg.vision_steps, cfg.vision_lr, cfg, words,
-                                    desc="stage 1b: words", batch_seed=batch_seed)
+                                    desc="stage 1b: words", batch_seed=batch_seed, word_head=head)
     for p in tower.parameters():
         p.requires_grad_(False)
     clamp_readout(model.model.multi_modal_projector, word_head, classes, embeddings, cfg.readout_scale)
-    val_images, val_scenes = render_pool("val", cfg.val_scenes, cfg.seed, mcfg.image_size)
+    val_images, val_scenes = render_pool("val", cfg.val_scenes, cfg.seed, mcfg.image_size, cfg.varied_share)
     val_slots = [visual_slots(s, tokenizer) for s in val_scenes]
     val_words = word_multihot([[ids for _, ids in slots] for slots in val_slots], classes)
     accuracy = slot_accuracy(tower, word_head, val_images, val_words, [[r for r, _ in slots] for slots in val_slots])
@@ -378,36 +438,6 @@ def add_lora(language_model, mcfg: DefaultModelConfig, seed: int) -> dict[str, L
     return wrapped
 
 
-def encode_example(processor, tokenizer, prompt: str, answer: str) -> tuple[list[int], int]:
-    """Token ids of prompt + answer + <|im_end|> (one image placeholder), and where the answer starts."""
-    text = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}], add_generation_prompt=True
-    )
-    prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
-    return prompt_ids + answer_ids, len(prompt_ids)
-
-
-def expand_image_tokens(text_ids: list[int], image_token_id: int, count: int) -> list[int]:
-    out = []
-    for t in text_ids:
-        out.extend([t] * count if t == image_token_id else [t])
-    return out
-
-
-def make_batch(examples, pad_id: int):
-    """examples: (ids, answer_start, image_index). Right-padded ids, mask, labels (-100 off-answer)."""
-    width = max(len(ids) for ids, _, _ in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    for row, (seq, start, _) in enumerate(examples):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-        labels[row, start : len(seq)] = torch.tensor(seq[start:])
-    return ids, mask, labels
-
-
 def answer_loss(model, ids, mask, labels, pixel_values) -> torch.Tensor:
     out = model.model(input_ids=ids, attention_mask=mask, pixel_values=pixel_values)
     hidden = out.last_hidden_state[:, :-1]  # [b, t - 1, H]: position t predicts token t + 1
@@ -431,9 +461,10 @@ class ImageTokenOverride:
 
 def train_alignment(model, processor, images, scenes, cfg: RecipeConfig, mcfg: DefaultModelConfig,
                     init_state: dict | None = None, override: ImageTokenOverride | None = None,
-                    targets: torch.Tensor | None = None) -> list[dict]:
+                    targets: torch.Tensor | None = None, replay: list[dict] | None = None) -> list[dict]:
     """LLaVA-style alignment through the frozen LM: only the rank-r LoRA deltas learn (the ViT
-    and projector stay as stage 1 left them, so image tokens stay visual words)."""
+    and projector stay as stage 1 left them, so image tokens stay visual words). Each step is
+    one kind of the mix (``mix.STEP_CYCLE``: short Q/A, open dialogues, base-LM replay)."""
     tokenizer = processor.tokenizer
     image_token_id = model.config.image_token_id
     for p in model.parameters():
@@ -458,16 +489,7 @@ def train_alignment(model, processor, images, scenes, cfg: RecipeConfig, mcfg: D
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total[0]) / total[0]))
     )
-    rng = random.Random(cfg.seed + 7919 * cfg.stage_seed)
-    cache: dict[tuple[str, str], tuple[list[int], int]] = {}
-
-    def example(i: int, prompt: str, answer: str):
-        key = (prompt, answer)
-        if key not in cache:
-            ids, start = encode_example(processor, tokenizer, prompt, answer)
-            cache[key] = (expand_image_tokens(ids, image_token_id, mcfg.image_tokens), start + mcfg.image_tokens - 1)
-        ids, start = cache[key]
-        return ids, start, i
+    mix = Mix(processor, image_token_id, mcfg.image_tokens, scenes, replay or [], cfg.seed + 7919 * cfg.stage_seed)
 
     model.train()
     model.model.vision_tower.eval()
@@ -483,27 +505,21 @@ def train_alignment(model, processor, images, scenes, cfg: RecipeConfig, mcfg: D
                 tqdm.write(f"stage 2: {per_step:.1f} s/step -> {total[0]} steps to fit {cfg.align_minutes} min")
         if step >= total[0]:
             break
-        describe = step % cfg.description_every == cfg.description_every - 1
-        batch = []
-        for _ in range(cfg.description_batch if describe else cfg.qa_batch):
-            i = rng.randrange(len(scenes))
-            if describe:
-                batch.append(example(i, DESCRIBE_PROMPT, scenes[i].description))
-            else:
-                _, question, answer = rng.choice(scenes[i].questions)
-                batch.append(example(i, question, answer))
+        kind, batch = mix.step(step)
         ids, mask, labels = make_batch(batch, tokenizer.pad_token_id)
-        rows = torch.tensor([b[2] for b in batch])
-        pixels = to_pixels(images[rows])
-        if override is not None:
-            override.value = targets[rows]
+        pixels = None
+        if batch[0][2] is not None:  # a step's examples all have an image or none do
+            rows = torch.tensor([b[2] for b in batch])
+            pixels = to_pixels(images[rows])
+            if override is not None:
+                override.value = targets[rows]
         loss = answer_loss(model, ids, mask, labels, pixels)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
         opt.step()
         sched.step()
-        log.append({"step": step, "loss": round(loss.item(), 4), "describe": describe})
+        log.append({"step": step, "loss": round(loss.item(), 4), "kind": kind})
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
@@ -597,7 +613,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init-vision-only", action="store_true", default=None,
                         help="with --init-from: keep the ViT + projector, start the LoRA deltas fresh")
     parser.add_argument("--stage-seed", type=int, default=None)
-    parser.add_argument("--description-every", type=int, default=None)
+    parser.add_argument("--varied-share", type=float, default=None, help="share of varied-style training scenes")
+    parser.add_argument("--replay-instructions", type=int, default=None, help="base-LM replay instructions")
     parser.add_argument("--lora-lr", type=float, default=None)
     parser.add_argument("--cell-steps", type=int, default=None, help="stage 1a steps (cell heads only)")
     parser.add_argument("--cell-lr", type=float, default=None)
@@ -611,10 +628,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = RecipeConfig()
     if args.quick:
-        cfg = RecipeConfig(train_scenes=300, cell_steps=10, vision_steps=10, align_steps=8, test_scenes=8, val_scenes=16,
+        cfg = RecipeConfig(train_scenes=300, cell_steps=10, vision_steps=10, align_steps=8, test_scenes=8, val_scenes=16, replay_instructions=8,
                            description_eval_scenes=2)
     names = ("align_steps", "vision_steps", "train_scenes", "test_scenes", "val_scenes", "description_eval_scenes",
-             "align_minutes", "threads", "init_from", "stage_seed", "description_every", "lora_lr", "vision_lr",
+             "align_minutes", "threads", "init_from", "stage_seed", "varied_share", "replay_instructions", "lora_lr", "vision_lr",
              "cell_steps", "cell_lr", "cell_weight", "init_vision_only", "oracle", "tune_vision_lr")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     cfg = RecipeConfig(**{**asdict(cfg), **overrides})
@@ -628,7 +645,9 @@ def main(argv: list[str] | None = None) -> int:
     del lm
     tokenizer = processor.tokenizer
     embeddings = model.get_input_embeddings().weight.detach().clone()  # [vocab, H]
-    images, scenes = render_pool("train", cfg.train_scenes, cfg.seed, mcfg.image_size)
+    # the base LM's own answers (before any LoRA exists in the model): replay for stage 2
+    replay = base_answers(model, tokenizer, sample_instructions(cfg.replay_instructions, cfg.seed), tag="train")
+    images, scenes = render_pool("train", cfg.train_scenes, cfg.seed, mcfg.image_size, cfg.varied_share)
     word_ids = [visual_word_ids(s, tokenizer) for s in scenes]
     targets = visual_word_targets(word_ids, embeddings) if cfg.oracle else None  # [n, SLOTS, H]: --oracle only
     init_state = None
@@ -643,11 +662,15 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.init_vision_only:
             init_state = None
         stage1 = {"skipped": f"initialised from {cfg.init_from}"}
+        if cfg.finetune_vision:  # stage 1 again, on this recipe's scenes, from the loaded ViT and word head
+            head = recover_word_head(model.model.multi_modal_projector, embeddings, cfg.readout_scale)
+            stage1 = {"initialised_from": cfg.init_from,
+                      **train_stage1(model, tokenizer, images, scenes, word_ids, embeddings, cfg, mcfg, head)}
     else:
         stage1 = train_stage1(model, tokenizer, images, scenes, word_ids, embeddings, cfg, mcfg)
     t1 = time.time()
     override = ImageTokenOverride(model.model.multi_modal_projector) if cfg.oracle else None
-    loras, stage2 = train_alignment(model, processor, images, scenes, cfg, mcfg, init_state, override, targets)
+    loras, stage2 = train_alignment(model, processor, images, scenes, cfg, mcfg, init_state, override, targets, replay)
     t2 = time.time()
     steps_done = len(stage2)
     export(model, loras, mcfg, {"recipe": asdict(cfg), "align_steps_done": steps_done, "status": "trained, not yet evaluated"},

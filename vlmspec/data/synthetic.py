@@ -44,7 +44,7 @@ import json
 import math
 import random
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Iterable
 
@@ -103,6 +103,11 @@ class ShapeSpec:
     cy: float
     cell: tuple[int, int]
     rotation: float = 0.0
+    radius: float | None = None  # / min(w, h); None: the classic radius of its size class
+
+    @property
+    def r(self) -> float:
+        return SIZES[self.size] if self.radius is None else self.radius
 
     @property
     def position(self) -> str:
@@ -144,6 +149,12 @@ class Scene:
     shapes: tuple[ShapeSpec, ...] = ()
     text: TextSpec | None = None
     chart: ChartSpec | None = None
+    style: str = "classic"  # "classic" | "varied" (vlmspec.data.styles)
+    texture: str = "flat"  # varied: "flat" | "noise" | "gradient" | "photo"
+    outline: bool = False
+    jpeg_quality: int = 0  # > 0: the image went through JPEG at this quality
+    photo: str | None = None  # kind "photo": the photograph's name (vlmspec.data.photos)
+    photo_split: str = "train"  # which photographs a varied scene draws from ("train" | "heldout")
     _image: Image.Image | None = field(default=None, repr=False, compare=False)
     _description: str | None = field(default=None, repr=False, compare=False)
     _questions: list | None = field(default=None, repr=False, compare=False)
@@ -166,19 +177,37 @@ class Scene:
             self._questions = make_questions(self)
         return self._questions
 
+    @cached_property
+    def photo_colours(self) -> tuple[str, ...]:
+        """kind "photo": its dominant colour names, measured from the pixels (most frequent first)."""
+        from vlmspec.data import photos
+
+        return tuple(photos.dominant_colours(photos.patch_colour_names(self.image)))
+
+    @cached_property
+    def brightness(self) -> str:
+        from vlmspec.data import photos
+
+        return photos.brightness(self.image)
+
     def png_bytes(self) -> bytes:
         buf = io.BytesIO()
         self.image.save(buf, format="PNG", optimize=False, compress_level=6)
         return buf.getvalue()
 
     def spec_dict(self) -> dict:
-        return {
+        out = {
             "seed": self.seed, "kind": self.kind, "width": self.width, "height": self.height,
             "background": self.background,
-            "shapes": [dataclasses.asdict(s) for s in self.shapes],
+            "shapes": [{k: v for k, v in dataclasses.asdict(s).items() if k != "radius" or v is not None}
+                       for s in self.shapes],
             "text": dataclasses.asdict(self.text) if self.text else None,
             "chart": dataclasses.asdict(self.chart) if self.chart else None,
         }
+        if self.style != "classic":
+            out.update(style=self.style, texture=self.texture, outline=self.outline,
+                       jpeg_quality=self.jpeg_quality, photo=self.photo, photo_split=self.photo_split)
+        return out
 
 
 # ------------------------------------------------------------------------- sampling
@@ -201,17 +230,18 @@ def _cell_centre(rng: random.Random, cell: tuple[int, int]) -> tuple[float, floa
     return cx, cy
 
 
-def generate_scene(seed: int | str, kind: str | None = None) -> Scene:
-    """Sample a scene spec from ``seed`` (int or str). ``kind`` forces the scene kind."""
+def generate_scene(seed: int | str, kind: str | None = None, style: str = "classic",
+                   photo_split: str = "train") -> Scene:
+    """Sample a scene spec from ``seed`` (int or str). ``kind`` forces the scene kind; ``style``
+    "varied" draws it with :mod:`vlmspec.data.styles` (and allows ``kind="photo"``), drawing
+    photographs from ``photo_split`` ("train" or "heldout")."""
+    if style not in ("classic", "varied"):
+        raise ValueError(f"unknown scene style {style!r} (classic | varied)")
+    if style == "varied":
+        return _generate_varied(seed, kind, photo_split)
     rng = _rng(seed, "scene")
     if kind is None:
-        r, acc = rng.random(), 0.0
-        kind = KIND_WEIGHTS[-1][0]
-        for k, w in KIND_WEIGHTS:
-            acc += w
-            if r < acc:
-                kind = k
-                break
+        kind = _pick_kind(rng, KIND_WEIGHTS)
     else:
         rng.random()  # keep the stream aligned with the unforced case
     if kind not in ("shapes", "text", "chart"):
@@ -220,6 +250,53 @@ def generate_scene(seed: int | str, kind: str | None = None) -> Scene:
     height = rng.choice((160, 192, 224, 256, 288, 320, 384))
     background = rng.choice(sorted(BACKGROUNDS))
     scene = Scene(seed=str(seed), kind=kind, width=width, height=height, background=background)
+    _fill_content(scene, rng)
+    return scene
+
+
+def _pick_kind(rng: random.Random, weights) -> str:
+    r, acc = rng.random(), 0.0
+    for k, w in weights:
+        acc += w
+        if r < acc:
+            return k
+    return weights[-1][0]
+
+
+def _generate_varied(seed: int | str, kind: str | None, photo_split: str) -> Scene:
+    from vlmspec.data import styles
+
+    if photo_split not in ("train", "heldout"):
+        raise ValueError(f"photo_split must be 'train' or 'heldout', got {photo_split!r}")
+    rng = _rng(seed, "scene-varied")
+    picked = _pick_kind(rng, styles.VARIED_KIND_WEIGHTS)
+    kind = kind or picked
+    if kind not in ("shapes", "text", "chart", "photo"):
+        raise ValueError(f"unknown scene kind {kind!r}")
+    width = rng.choice((128, 160, 192, 224, 256, 320, 384, 448))
+    height = rng.choice((128, 160, 192, 224, 256, 320, 384, 448))
+    scene = Scene(seed=str(seed), kind=kind, width=width, height=height, background="white", style="varied",
+                  photo_split=photo_split)
+    if kind == "photo":
+        from vlmspec.data import photos
+
+        names = photos.PHOTO_NAMES_HELDOUT if photo_split == "heldout" else photos.PHOTO_NAMES_TRAIN
+        scene.photo, scene.background, scene.texture = rng.choice(names), "photo", "photo"
+        return scene
+    looks = styles.varied_looks(rng, kind)
+    scene.background, scene.texture = looks["background"], looks["texture"]
+    scene.outline, scene.jpeg_quality = looks["outline"], looks["jpeg_quality"]
+    if kind == "shapes":
+        scene.shapes = styles.sample_shapes(rng, ShapeSpec, SHAPE_KINDS, sorted(COLORS), sorted(CELL_NAMES),
+                                            _cell_centre)
+    else:
+        _fill_content(scene, rng)
+    return scene
+
+
+def _fill_content(scene: Scene, rng: random.Random) -> None:
+    """Sample the shapes / text / chart of a scene whose kind, size and background are set."""
+    kind, width, height, background = scene.kind, scene.width, scene.height, scene.background
     if kind == "shapes":
         n = rng.randint(1, 5)
         kinds = rng.sample(SHAPE_KINDS, n)
@@ -254,7 +331,6 @@ def generate_scene(seed: int | str, kind: str | None = None) -> Scene:
         scene.chart = ChartSpec(chart=chart, labels=tuple(labels), values=values, color=color)
         scene.width = max(width, 256)
         scene.height = max(min(height, scene.width), 192)
-    return scene
 
 
 # ------------------------------------------------------------------------ rendering
@@ -289,6 +365,10 @@ def _polygon(kind: str, cx: float, cy: float, r: float, rot_deg: float) -> list[
 
 def render(scene: Scene) -> Image.Image:
     """Draw the scene (pure function of the spec)."""
+    if scene.style == "varied":
+        from vlmspec.data.styles import render_varied
+
+        return render_varied(scene)
     w, h = scene.width, scene.height
     img = Image.new("RGB", (w, h), BACKGROUNDS[scene.background])
     draw = ImageDraw.Draw(img)
@@ -346,14 +426,6 @@ def _a(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
 
 
-def _aspect(scene: Scene) -> str:
-    if scene.width > scene.height * 1.1:
-        return "wide"
-    if scene.height > scene.width * 1.1:
-        return "tall"
-    return "square"
-
-
 def _where(cell: tuple[int, int]) -> str:
     name = CELL_NAMES[cell]
     if name == "center":
@@ -371,7 +443,7 @@ def _overlaps(scene: Scene) -> list[tuple[ShapeSpec, ShapeSpec]]:
     for i, a in enumerate(scene.shapes):
         for b in scene.shapes[i + 1:]:
             d = math.hypot((a.cx - b.cx) * scene.width, (a.cy - b.cy) * scene.height)
-            if d < (SIZES[a.size] + SIZES[b.size]) * m * 0.95:
+            if d < (a.r + b.r) * m * 0.95:
                 out.append((a, b))
     return out
 
@@ -379,16 +451,21 @@ def _overlaps(scene: Scene) -> list[tuple[ShapeSpec, ShapeSpec]]:
 def describe(scene: Scene) -> str:
     """A long, templated description (varied but deterministic phrasing)."""
     rng = _rng(scene.seed, "describe")
-    aspect = {"wide": "a wide", "tall": "a tall", "square": "a roughly square"}[_aspect(scene)]
     bg = scene.background
     s: list[str] = []
+    if scene.kind == "photo":
+        colours = _join(list(scene.photo_colours))
+        return (f"This is a photograph, not a drawing. Its main colours are {colours} and it is "
+                f"{'fairly ' if scene.brightness != 'medium' else 'of medium brightness'}"
+                f"{scene.brightness if scene.brightness != 'medium' else ''}. "
+                "I cannot make out small details or any writing in it reliably.")
     if scene.kind == "shapes":
         shapes = sorted(scene.shapes, key=lambda x: x.cell)
         n = len(shapes)
         noun = "shape" if n == 1 else "shapes"
         s.append(rng.choice((
             f"The image shows {NUMBER_WORDS[n]} {noun} on a plain {bg} background.",
-            f"This is {aspect} picture with {NUMBER_WORDS[n]} {noun} drawn on a {bg} background.",
+            f"This is a picture with {NUMBER_WORDS[n]} {noun} drawn on a {bg} background.",
             f"In this image there {'is' if n == 1 else 'are'} {NUMBER_WORDS[n]} colored {noun} on a {bg} background.",
         )))
         for i, sh in enumerate(shapes):
@@ -429,7 +506,7 @@ def describe(scene: Scene) -> str:
         thing = "the number" if t.is_number else "the word"
         s.append(rng.choice((
             f'The image shows {thing} "{t.text}" written in large {t.color} letters on a {bg} background.',
-            f'This is {aspect} picture containing {thing} "{t.text}" in {t.color} bold text.',
+            f'This is a picture containing {thing} "{t.text}" in {t.color} bold text.',
             f'{thing.capitalize()} "{t.text}" is printed in {t.color} on a plain {bg} background.',
         )))
         pos = {0: "near the top", 1: "in the middle", 2: "near the bottom"}[t.cell[0]]
@@ -483,6 +560,8 @@ def make_questions(scene: Scene) -> list[tuple[str, str, str]]:
     rng = _rng(scene.seed, "questions")
     q: list[tuple[str, str, str]] = []
     one = "Answer with one word."
+    if scene.kind == "photo":
+        return q
     if scene.kind == "shapes":
         n = len(scene.shapes)
         q.append(("count", rng.choice(("How many shapes are there?", "How many shapes are in the image?"))

@@ -1,0 +1,192 @@
+"""The "varied" scene style: the same scene specs as :mod:`vlmspec.data.synthetic`, drawn
+with a much wider look, so that a model trained on them reads shapes drawn by somebody else.
+
+``classic`` scenes (the project's test split, the drafters' benchmarks) are untouched; this
+module adds, for ``generate_scene(seed, style="varied")``:
+
+* colours: several variants per colour name (e.g. pure ``(255, 0, 0)`` and the classic
+  ``(220, 40, 40)`` are both "red") plus a small per-scene jitter;
+* backgrounds: more pale colours, flat / noisy / gradient fills, or a photograph (the
+  background is then named ``"photo"``) behind the shapes;
+* shapes: any rotation, a continuous radius per size class, optional outlines, and a single
+  shape that may fill most of the frame (it is then "large" and in the centre cell);
+* text: three font families; JPEG artefacts on a share of all images;
+* ``kind == "photo"``: a random crop of a natural photograph shipped with scikit-image
+  (:mod:`vlmspec.data.photos`), with its dominant colours and brightness measured from pixels.
+
+Everything is a pure function of the seed (same seed -> same PNG bytes).
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from functools import lru_cache
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+# Per colour name, the RGB variants a scene may use (the classic value first).
+COLOR_VARIANTS: dict[str, tuple[tuple[int, int, int], ...]] = {
+    "red": ((220, 40, 40), (255, 0, 0), (200, 20, 30), (235, 60, 50)),
+    "green": ((40, 160, 60), (0, 128, 0), (30, 180, 40), (20, 140, 80)),
+    "blue": ((40, 80, 220), (0, 0, 255), (30, 100, 200), (20, 60, 180)),
+    "yellow": ((235, 200, 30), (255, 230, 0), (250, 210, 50), (240, 220, 20)),
+    "orange": ((245, 130, 20), (255, 165, 0), (255, 140, 0), (235, 120, 40)),
+    "purple": ((140, 60, 180), (128, 0, 128), (150, 50, 200), (120, 40, 160)),
+    "black": ((30, 30, 30), (0, 0, 0), (20, 20, 25), (45, 40, 40)),
+}
+# Varied backgrounds (pale enough that every shape colour but yellow-on-yellow stays visible).
+VARIED_BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "white": (255, 255, 255),
+    "light gray": (215, 215, 215),
+    "beige": (240, 228, 200),
+    "light blue": (205, 225, 245),
+    "pale green": (215, 240, 215),
+    "pink": (250, 215, 225),
+    "cream": (252, 248, 225),
+}
+TEXTURES = (("flat", 0.45), ("noise", 0.2), ("gradient", 0.2), ("photo", 0.15))
+VARIED_KIND_WEIGHTS = (("shapes", 0.5), ("text", 0.15), ("chart", 0.2), ("photo", 0.15))
+RADIUS_RANGES = {"small": (0.045, 0.09), "medium": (0.095, 0.125), "large": (0.135, 0.17)}  # / min(w, h)
+HUGE_RADIUS = (0.22, 0.42)  # a single shape filling most of the frame ("large", centre cell)
+FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansMono-Bold.ttf")
+
+
+def pick(rng: random.Random, weighted) -> str:
+    """One name from ((name, weight), ...)."""
+    r, acc = rng.random(), 0.0
+    for name, w in weighted:
+        acc += w
+        if r < acc:
+            return name
+    return weighted[-1][0]
+
+
+def jitter(rgb: tuple[int, int, int], rng: random.Random, amount: int) -> tuple[int, int, int]:
+    return tuple(max(0, min(255, c + rng.randint(-amount, amount))) for c in rgb)
+
+
+def shape_rgb(color: str, rng: random.Random) -> tuple[int, int, int]:
+    return jitter(rng.choice(COLOR_VARIANTS[color]), rng, 12)
+
+
+@lru_cache(maxsize=64)
+def font(name: str, size: int) -> ImageFont.FreeTypeFont:
+    import matplotlib
+
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size=size)
+
+
+# --------------------------------------------------------------------------- backgrounds
+def _noise(img: Image.Image, rng: random.Random, amount: int) -> Image.Image:
+    import numpy as np
+
+    arr = np.asarray(img).astype(np.int16)
+    noise = np.random.default_rng(rng.getrandbits(32)).integers(-amount, amount + 1, size=arr.shape)
+    return Image.fromarray(np.clip(arr + noise, 0, 255).astype(np.uint8))
+
+
+def _gradient(size: tuple[int, int], a, b, vertical: bool) -> Image.Image:
+    w, h = size
+    strip = Image.new("RGB", (256, 1))
+    strip.putdata([tuple(int(x + (y - x) * i / 255) for x, y in zip(a, b)) for i in range(256)])
+    if vertical:
+        return strip.rotate(90, expand=True).resize((w, h))
+    return strip.resize((w, h))
+
+
+def background_image(scene, rng: random.Random) -> Image.Image:
+    """The scene's background: flat, noisy or gradient pale colour, or a photo crop."""
+    size = (scene.width, scene.height)
+    if scene.background == "photo":
+        from vlmspec.data import photos
+
+        names = photos.PHOTO_NAMES_HELDOUT if scene.photo_split == "heldout" else photos.PHOTO_NAMES_TRAIN
+        photo = photos.load_photo(rng.choice(names))
+        return photos.random_crop(photo, rng, *size).filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.5)))
+    base = jitter(VARIED_BACKGROUNDS[scene.background], rng, 6)
+    if scene.texture == "gradient":
+        other = jitter(base, rng, 30)
+        return _gradient(size, base, other, vertical=rng.random() < 0.5)
+    img = Image.new("RGB", size, base)
+    if scene.texture == "noise":
+        img = _noise(img, rng, rng.randint(6, 20))
+    return img
+
+
+# ------------------------------------------------------------------------------ drawing
+def _draw_shape(draw: ImageDraw.ImageDraw, sh, w: int, h: int, rng: random.Random, outline: bool) -> None:
+    from vlmspec.data.synthetic import _polygon
+
+    cx, cy, r = sh.cx * w, sh.cy * h, sh.radius * min(w, h)
+    fill = shape_rgb(sh.color, rng)
+    line = jitter((25, 25, 25), rng, 15) if outline else None
+    width = rng.randint(1, 4) if outline else 0
+    if sh.kind == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=line, width=width)
+    else:
+        scale = 1.25 if sh.kind == "square" else 1.15
+        points = _polygon(sh.kind, cx, cy, r * scale, sh.rotation)
+        draw.polygon(points, fill=fill, outline=line, width=width)
+
+
+def render_varied(scene) -> Image.Image:
+    """Draw a varied-style scene (pure function of the spec)."""
+    from vlmspec.data import synthetic
+
+    rng = random.Random(f"{scene.seed}|render-varied")
+    if scene.kind == "photo":
+        from vlmspec.data import photos
+
+        img = photos.random_crop(photos.load_photo(scene.photo), rng, scene.width, scene.height)
+    else:
+        img = background_image(scene, rng)
+        draw = ImageDraw.Draw(img)
+        w, h = scene.width, scene.height
+        for sh in scene.shapes:
+            _draw_shape(draw, sh, w, h, rng, outline=scene.outline)
+        if scene.text is not None:
+            t = scene.text
+            f = font(rng.choice(FONTS), max(12, int(t.font_frac * h)))
+            draw.text((t.cx * w, t.cy * h), t.text, fill=shape_rgb(t.color, rng), font=f, anchor="mm")
+        if scene.chart is not None:
+            synthetic._draw_chart(draw, scene)
+    if scene.jpeg_quality:
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=scene.jpeg_quality)
+        img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    return img
+
+
+# ----------------------------------------------------------------------------- sampling
+def sample_shapes(rng: random.Random, shape_spec, kinds_all, colors_all, cells_all, cell_centre) -> tuple:
+    """1-5 shapes in distinct cells; a lone shape may be huge (then centred)."""
+    n = rng.choice((1, 1, 2, 2, 3, 3, 4, 5))
+    kinds = rng.sample(kinds_all, n)
+    colors = rng.sample(colors_all, n)
+    if n == 1 and rng.random() < 0.4:
+        radius = rng.uniform(*HUGE_RADIUS)
+        cx, cy = 0.5 + rng.uniform(-0.04, 0.04), 0.5 + rng.uniform(-0.04, 0.04)
+        return (shape_spec(kind=kinds[0], color=colors[0], size="large", cx=round(cx, 4), cy=round(cy, 4),
+                           cell=(1, 1), rotation=round(rng.uniform(0, 360), 2), radius=round(radius, 4)),)
+    shapes = []
+    for k, c, cell in zip(kinds, colors, rng.sample(cells_all, n)):
+        cx, cy = cell_centre(rng, cell)
+        size = rng.choice(tuple(RADIUS_RANGES))
+        shapes.append(shape_spec(kind=k, color=c, size=size, cx=round(cx, 4), cy=round(cy, 4), cell=cell,
+                                 rotation=round(rng.uniform(0, 360), 2), radius=round(rng.uniform(*RADIUS_RANGES[size]), 4)))
+    return tuple(shapes)
+
+
+def varied_looks(rng: random.Random, kind: str) -> dict:
+    """Background name, texture, outline and JPEG quality of a varied scene."""
+    texture = pick(rng, TEXTURES) if kind == "shapes" else pick(rng, TEXTURES[:3])
+    background = "photo" if texture == "photo" else rng.choice(sorted(VARIED_BACKGROUNDS))
+    return {
+        "background": background,
+        "texture": texture,
+        "outline": kind == "shapes" and rng.random() < 0.25,
+        "jpeg_quality": rng.randint(20, 85) if rng.random() < 0.3 else 0,
+    }
+
