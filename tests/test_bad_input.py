@@ -213,3 +213,83 @@ def test_cli_reports_errors_in_one_line(tiny_llava_path, tmp_path, capsys):
     assert status == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("error: Image file not found") and "Traceback" not in err
+
+
+# ------------------------------------------------------- a newcomer's first hour
+@pytest.mark.parametrize("with_template", [True, False])
+def test_a_raw_prompt_with_its_placeholder_is_used_as_written(tiny_llava_path, with_template):
+    target = Target.load(tiny_llava_path)
+    if not with_template:
+        target.processor.chat_template = None
+        target.tokenizer.chat_template = None
+    pipe = Pipeline(target, vlmspec.NoDrafter())
+    raw = "USER: <image>\nWhat is the color? ASSISTANT:"
+    inputs = pipe.prepare(random_image(3), raw)
+    want = target.processor(images=[random_image(3)], text=raw, return_tensors="pt")["input_ids"]
+    assert torch.equal(inputs["input_ids"], want)  # one placeholder, the text exactly as given
+    assert pipe.generate(random_image(3), raw, max_new_tokens=3).metrics.new_tokens == 3
+    with pytest.raises(PromptError, match="2 <image> placeholder.*1 image"):
+        pipe.generate(random_image(3), "<image> and <image> compared?", max_new_tokens=2)
+    with pytest.raises(PromptError, match="1 <image> placeholder.*0 image"):
+        pipe.generate(None, "USER: <image>\nHi ASSISTANT:", max_new_tokens=2)
+
+
+def test_a_bare_model_is_a_target(tiny_llava_path):
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_llava_path)
+    pair = Target.load(tiny_llava_path)
+    inputs = pair.prepare([random_image(4)], "Describe this.")
+    want = vlmspec.generate(inputs=inputs, target=pair, drafter="none", max_new_tokens=6).token_ids
+    assert vlmspec.generate(inputs=inputs, target=model, drafter="none", max_new_tokens=6).token_ids == want
+    model.name_or_path = ""  # nowhere to find its processor
+    model.config._name_or_path = ""
+    with pytest.raises(ModelLoadError, match=r"target=\(model, processor\)"):
+        vlmspec.generate(inputs=inputs, target=model, max_new_tokens=2)
+    with pytest.raises(InputError, match="is not a target"):
+        vlmspec.generate(inputs=inputs, target=123, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--device", "cuda:7"], "cuda:7"),
+    (["--device", "foo"], "Unknown device 'foo'"),
+    (["--dtype", "int8"], "Unknown dtype 'int8'"),
+])
+def test_cli_unusable_device_or_dtype_is_one_line(args, message, capsys, tiny_llava_path):
+    from vlmspec.cli import main
+
+    assert main(["generate", "--target", str(tiny_llava_path), "--prompt", "hi", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_version_and_python_m(capsys):
+    import subprocess
+    import sys
+
+    from vlmspec.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("vlmspec ")
+    child = subprocess.run([sys.executable, "-m", "vlmspec", "--version"], capture_output=True, text=True)
+    assert child.returncode == 0 and child.stdout.startswith("vlmspec ")
+
+
+def test_the_drafter_that_ran_is_named_in_the_result(tiny_llava_path):
+    pipe = vlmspec.load(tiny_llava_path, "auto")
+    result = pipe.generate(random_image(5), "Describe this.", max_new_tokens=3)
+    assert result.drafter == "auto -> prompt-lookup"  # no shipped drafter matches a tiny random target
+    assert result.to_dict()["drafter"] == "auto -> prompt-lookup"
+    assert vlmspec.load(tiny_llava_path, "prompt-lookup:2").generate(
+        random_image(5), "Describe this.", max_new_tokens=2).drafter == "prompt-lookup:2"
+
+
+def test_stop_strings_are_whole_strings(pipe):
+    from vlmspec.api import _stop_strings
+
+    assert _stop_strings("~xy") == ("~xy",) and _stop_strings(None) == () and _stop_strings(["a", "b"]) == ("a", "b")
+    with pytest.raises(InputError, match="empty string"):
+        pipe.generate(random_image(1), "Describe this.", stop=[""], max_new_tokens=2)
+    with pytest.raises(InputError, match="string or a list of strings"):
+        pipe.generate(random_image(1), "Describe this.", stop=5, max_new_tokens=2)

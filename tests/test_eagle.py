@@ -374,6 +374,21 @@ def test_save_load_round_trip(targets, tmp_path):
     assert chain.config.tree == "chain" and chain.config.depth == 2 and chain.config.input_norm
     with pytest.raises(InputError, match="options are"):
         vlmspec.build_drafter(f"eagle:{out}?width=3", target)
+    # static trees from a spec string: the default shape, or paths= digits
+    from vlmspec.drafters.eagle import DEFAULT_STATIC_PATHS
+
+    static = vlmspec.build_drafter(f"eagle:{out}?tree=static", target)
+    assert static.config.tree == "static" and static.config.static_paths == DEFAULT_STATIC_PATHS
+    custom = vlmspec.build_drafter(f"eagle:{out}?tree=static&paths=0,1,00,01,000", target)
+    assert custom.config.static_paths == ((0,), (1,), (0, 0), (0, 1), (0, 0, 0))
+    inputs = target.prepare([random_image(12)], "Describe this.")
+    want = reference_tokens(target, inputs, 24)
+    for d in (static, custom):
+        assert Pipeline(target, d).generate(inputs=inputs, max_new_tokens=24).token_ids == want
+    with pytest.raises(InputError, match="paths are comma-separated"):
+        vlmspec.build_drafter(f"eagle:{out}?tree=static&paths=0,x", target)
+    with pytest.raises(InputError, match="needs tree=static"):
+        vlmspec.build_drafter(f"eagle:{out}?tree=chain&paths=0,1", target)
 
 
 def test_loading_for_another_target_fails(targets, tiny_llava_path, other_tiny_llava_path, tmp_path):
@@ -416,7 +431,6 @@ def test_bad_draft_vocab(draft_vocab, message, targets):
         (dict(tree="static", static_paths=[]), "at least one non-empty path"),
         (dict(tree="static", static_paths=[[0], []]), "at least one non-empty path"),
         (dict(tree="static", static_paths=[[0], ["a"]]), "integer ranks"),
-        (dict(tree="static"), "needs static_paths"),
         (dict(tree="dynamic", static_paths=[[0]]), "only apply"),
         (dict(tree="beam"), "must be one of"),
         (dict(depth=0), "depth"),

@@ -23,7 +23,7 @@ from .core.sampling import SamplingParams
 from .core.schedule import ScheduleConfig
 from .core.stopping import StopCriteria, StopTracker
 from .core.drafter import Drafter
-from .drafters.registry import build_drafter
+from .drafters.registry import build_drafter, drafter_name
 from .errors import InputError, PromptError
 from .images import ImageLike, load_image
 from .target import Target, TargetConfig
@@ -35,12 +35,14 @@ class Result:
     token_ids: list[int]  # new tokens only; EOS included when it was generated (as transformers does)
     metrics: Metrics
     finish_reason: str  # "eos" | "stop_string" | "length"
+    drafter: str = ""  # the drafter that ran, as its resolved spec ("auto -> eagle:DIR")
 
     def to_dict(self) -> dict:
         return {
             "text": self.text,
             "token_ids": self.token_ids,
             "finish_reason": self.finish_reason,
+            "drafter": self.drafter,
             "metrics": self.metrics.to_dict(),
         }
 
@@ -191,7 +193,7 @@ class Pipeline:
         criteria = StopCriteria(
             max_new_tokens=max_new_tokens,
             eos_token_ids=frozenset(self.target.eos_token_ids),
-            stop_strings=tuple(stop),
+            stop_strings=_stop_strings(stop),
             decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
         )
         return sampling, criteria
@@ -222,7 +224,8 @@ class Pipeline:
     def _result(self, tracker: StopTracker, recorder: MetricsRecorder) -> Result:
         metrics = recorder.finish(len(tracker.generated))
         text = self.target.tokenizer.decode(tracker.generated, skip_special_tokens=True)
-        return Result(text, list(tracker.generated), metrics, tracker.finish_reason or "length")
+        return Result(text, list(tracker.generated), metrics, tracker.finish_reason or "length",
+                      drafter_name(self.drafter))
 
     def _stream_text(self, steps, tracker: StopTracker, recorder, text_stream: TextStream) -> Iterator[str]:
         printed = 0
@@ -264,17 +267,57 @@ def load(
     return Pipeline(loaded, build_drafter(drafter, loaded), schedule)
 
 
+def _stop_strings(stop) -> tuple[str, ...]:
+    """``stop`` as a tuple of non-empty strings: one string is one stop string (not its characters)."""
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        stop = (stop,)
+    if not isinstance(stop, (list, tuple)) or not all(isinstance(x, str) for x in stop):
+        raise InputError(f"stop must be a string or a list of strings, got {stop!r}.")
+    if any(x == "" for x in stop):
+        raise InputError("stop contains an empty string, which would match at once; remove it.")
+    return tuple(stop)
+
+
 def _load_target(target, config: TargetConfig) -> Target:
     if isinstance(target, Target):
         return target
     if isinstance(target, tuple) and len(target) == 2:
         model, processor = target
         return Target(model, processor)
+    if isinstance(target, torch.nn.Module):  # a bare transformers model: its processor from where it came
+        return Target(target, _processor_for(target, config))
+    if not (target is None or isinstance(target, (str, os.PathLike))):
+        raise InputError(
+            f"target={type(target).__name__} is not a target; pass a local directory, a checkpoint name, a "
+            "(model, processor) pair, a loaded model, a vlmspec.Target, or None for the default model."
+        )
     if target is None or (not os.path.isdir(target) and str(target) == _default_model_name()):
         from .models.default import default_model_dir
 
         target = default_model_dir()
     return Target.load(target, config)
+
+
+def _processor_for(model, config: TargetConfig):
+    """The processor saved beside a bare model (``model.name_or_path``, looked up locally only)."""
+    from transformers import AutoProcessor
+
+    from .errors import ModelLoadError
+
+    source = getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", "")
+    try:
+        if source:
+            return AutoProcessor.from_pretrained(source, trust_remote_code=config.trust_remote_code,
+                                                 local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    raise ModelLoadError(
+        f"target is a bare {type(model).__name__} whose processor could not be found locally "
+        f"(name_or_path={source!r}); pass target=(model, processor), a checkpoint directory, or a vlmspec.Target "
+        "(the processor decodes the output text, so it is needed with inputs= too)."
+    )
 
 
 def _default_model_name() -> str:

@@ -70,7 +70,7 @@ def _run_generate(args) -> int:
     sys.stdout.write("\n")
     m = stream.result.metrics
     print(
-        f"[drafter {type(pipe.drafter).__name__}, {m.new_tokens} tokens, {m.target_forwards} target forwards, tau {m.tau:.2f}, "
+        f"[drafter {stream.result.drafter}, {m.new_tokens} tokens, {m.target_forwards} target forwards, tau {m.tau:.2f}, "
         f"{m.tokens_per_second:.1f} tok/s, first token {m.time_to_first_token * 1000:.0f} ms, "
         f"finish: {stream.result.finish_reason}]",
         file=sys.stderr,
@@ -78,8 +78,18 @@ def _run_generate(args) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vlmspec")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlmspec", description="Lossless speculative decoding for LLaVA-style VLMs.")
+    parser.add_argument("--version", action="version", version=f"vlmspec {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_generate_parser(subparsers)
     for module_name, hook in (

@@ -39,20 +39,34 @@ class TargetConfig:
     def __post_init__(self) -> None:
         if self.fast_cpu not in (True, False, "auto"):
             raise ModelLoadError(f"fast_cpu must be True, False or 'auto', got {self.fast_cpu!r}.")
+        self.resolved_device()  # an unusable device or dtype fails here, in one line, before any loading
+        self.resolved_dtype()
 
     def resolved_device(self) -> torch.device:
-        if self.device is not None:
-            return torch.device(self.device)
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device is None:
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError, ValueError):
+            raise ModelLoadError(f"Unknown device {self.device!r}; use cpu, cuda, cuda:N or mps.") from None
+        usable = {"cpu": lambda: True, "cuda": torch.cuda.is_available,
+                  "mps": lambda: torch.backends.mps.is_available()}.get(device.type, lambda: False)
+        if not usable():
+            raise ModelLoadError(f"Device {self.device!r} is not usable on this machine; use --device cpu "
+                                 "(or leave it out: cuda when a GPU is present, else cpu).")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ModelLoadError(f"Device {self.device!r} does not exist: this machine has "
+                                 f"{torch.cuda.device_count()} GPU(s).")
+        return device
 
     def resolved_dtype(self) -> torch.dtype | str:
         if isinstance(self.dtype, torch.dtype):
             return self.dtype
         if isinstance(self.dtype, str) and self.dtype != "auto":
-            try:
-                return getattr(torch, self.dtype)
-            except AttributeError:
-                raise ModelLoadError(f"Unknown dtype {self.dtype!r}; use float32, bfloat16 or float16.") from None
+            dtype = getattr(torch, self.dtype, None)
+            if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+                raise ModelLoadError(f"Unknown dtype {self.dtype!r}; use float32, bfloat16 or float16.")
+            return dtype
         if self.dtype == "auto" or self.resolved_device().type != "cpu":
             return "auto"
         return torch.float32
@@ -157,6 +171,15 @@ class Target:
         """The prompt as the model was trained to see it: through the chat template when there is one."""
         template = getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
         image_token = getattr(self.processor, "image_token", "<image>")
+        placeholders = prompt.count(image_token)
+        if placeholders:  # a raw prompt that already places its images: used as written
+            if placeholders != num_images:
+                raise PromptError(
+                    f"The prompt holds {placeholders} {image_token} placeholder(s) but {num_images} image(s) were "
+                    f"given; pass one image per {image_token}, or leave {image_token} out and vlmspec places the "
+                    "images through the chat template."
+                )
+            return prompt
         if template:
             content = [{"type": "image"} for _ in range(num_images)] + [{"type": "text", "text": prompt}]
             return self.processor.apply_chat_template(

@@ -62,6 +62,8 @@ from ..core.tree import node_depths, static_tree
 from ..errors import DrafterMismatchError, InputError, ModelLoadError
 
 TREE_KINDS = ("chain", "static", "dynamic")
+# tree="static" without static_paths: a top-3 / top-2 / top-1 tree of 10 nodes over 4 levels
+DEFAULT_STATIC_PATHS = ((0,), (1,), (2,), (0, 0), (0, 1), (1, 0), (0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 0, 0, 0))
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
@@ -97,11 +99,7 @@ class EagleConfig:
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"EagleConfig.{name} must be True or False; got {getattr(self, name)!r}.")
         if self.tree == "static":
-            if self.static_paths is None:
-                raise InputError(
-                    "EagleConfig(tree='static') needs static_paths, rank paths such as ((0,), (1,), (0, 0))."
-                )
-            paths = _normalise_paths(self.static_paths)
+            paths = _normalise_paths(DEFAULT_STATIC_PATHS if self.static_paths is None else self.static_paths)
             static_tree(paths)  # raises InputError on negative ranks, missing prefixes, empty trees
             object.__setattr__(self, "static_paths", paths)
         elif self.static_paths is not None:
@@ -780,19 +778,26 @@ def eagle_from_spec(argument: str | None, target, cls: type | None = None) -> Ea
     overrides: dict[str, Any] = {}
     for item in query.split("&"):
         key, sep, value = item.partition("=")
-        if not sep or key not in ("tree", "depth", "top_k", "total_tokens"):
+        if not sep or key not in ("tree", "depth", "top_k", "total_tokens", "paths"):
             raise InputError(
-                f"'{kind}:{argument}': options are tree=chain|dynamic, depth=N, top_k=N, total_tokens=N "
-                f"joined by '&'; got {item!r}."
+                f"'{kind}:{argument}': options are tree=chain|static|dynamic, depth=N, top_k=N, total_tokens=N, "
+                f"paths=0,1,00,01 (static tree: each path the candidate ranks per level) joined by '&'; got {item!r}."
             )
         if key == "tree":
             overrides[key] = value
+        elif key == "paths":
+            if not all(p.isdigit() for p in value.split(",")):
+                raise InputError(f"'{kind}:{argument}': paths are comma-separated rank digits such as "
+                                 f"paths=0,1,00,01,000; got {value!r}.")
+            overrides["static_paths"] = [[int(c) for c in p] for p in value.split(",")]
         elif value.isdigit():
             overrides[key] = int(value)
         else:
             raise InputError(f"'{kind}:{argument}': {key} needs a positive integer, got {value!r}.")
     fields = drafter.config.to_dict()
     fields.update(overrides)
+    if "static_paths" in overrides and fields["tree"] != "static":
+        raise InputError(f"'{kind}:{argument}': paths= needs tree=static.")
     if fields["tree"] != "static":
         fields["static_paths"] = None
     return drafter.with_config(cls.config_class.from_dict(fields))

@@ -44,8 +44,15 @@ def build_drafter(spec: "str | Drafter | None", target) -> Drafter:
                 "(e.g. 'prompt-lookup' or 'model:/path/to/small-model'), or pass a Drafter instance."
             )
         drafter = factory(argument or None, target)
+        if not getattr(drafter, "spec", None):
+            drafter.spec = "none" if spec is None else str(spec)
     drafter.check_compatible(target)
     return drafter
+
+
+def drafter_name(drafter: Drafter) -> str:
+    """What a drafter is, for reports: the spec it was built from ("auto -> eagle:DIR" for auto), else its class."""
+    return getattr(drafter, "spec", None) or type(drafter).__name__
 
 
 def _prompt_lookup(argument: str | None, target) -> Drafter:

@@ -42,4 +42,6 @@ def auto_drafter(argument: str | None, target) -> Drafter:
     if argument:
         raise InputError(f"'auto' takes no argument (got 'auto:{argument}'); name a drafter spec instead.")
     spec = shipped_drafter_spec(target)
-    return build_drafter(spec, target) if spec else PromptLookupDrafter()
+    drafter = build_drafter(spec, target) if spec else PromptLookupDrafter()
+    drafter.spec = f"auto -> {spec or 'prompt-lookup'}"
+    return drafter
