@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import random
 import re
 import statistics
@@ -153,8 +154,8 @@ def matplotlib_shape(kind: str, colour: str, seed: int):
     elif kind == "square":
         patch = patches.Rectangle((c[0] - r, c[1] - r), 2 * r, 2 * r, angle=0, color=pure)
     elif kind == "star":
-        pts = [(c[0] + (r if k % 2 == 0 else 0.45 * r) * __import__("math").sin(k * 0.6283),
-                c[1] + (r if k % 2 == 0 else 0.45 * r) * __import__("math").cos(k * 0.6283)) for k in range(10)]
+        radii = [r if k % 2 == 0 else 0.45 * r for k in range(10)]
+        pts = [(c[0] + rr * math.sin(k * math.pi / 5), c[1] + rr * math.cos(k * math.pi / 5)) for k, rr in enumerate(radii)]
         patch = patches.Polygon(pts, color=pure)
     else:
         patch = patches.RegularPolygon(c, {"triangle": 3, "hexagon": 6}[kind], radius=r, color=pure)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from vlmspec.data import synthetic  # synthetic imports this module only inside functions: no cycle
+
 # Per colour name, the RGB variants a scene may use (the classic value first).
 COLOR_VARIANTS: dict[str, tuple[tuple[int, int, int], ...]] = {
     "red": ((220, 40, 40), (255, 0, 0), (200, 20, 30), (235, 60, 50)),
@@ -38,9 +40,7 @@ COLOR_VARIANTS: dict[str, tuple[tuple[int, int, int], ...]] = {
 }
 # Varied backgrounds (pale enough that every shape colour but yellow-on-yellow stays visible).
 VARIED_BACKGROUNDS: dict[str, tuple[int, int, int]] = {
-    "white": (255, 255, 255),
-    "light gray": (215, 215, 215),
-    "beige": (240, 228, 200),
+    **synthetic.BACKGROUNDS,
     "light blue": (205, 225, 245),
     "pale green": (215, 240, 215),
     "pink": (250, 215, 225),
@@ -51,16 +51,6 @@ VARIED_KIND_WEIGHTS = (("shapes", 0.5), ("text", 0.15), ("chart", 0.2), ("photo"
 RADIUS_RANGES = {"small": (0.045, 0.09), "medium": (0.095, 0.125), "large": (0.135, 0.17)}  # / min(w, h)
 HUGE_RADIUS = (0.22, 0.42)  # a single shape filling most of the frame ("large", centre cell)
 FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansMono-Bold.ttf")
-
-
-def pick(rng: random.Random, weighted) -> str:
-    """One name from ((name, weight), ...)."""
-    r, acc = rng.random(), 0.0
-    for name, w in weighted:
-        acc += w
-        if r < acc:
-            return name
-    return weighted[-1][0]
 
 
 def jitter(rgb: tuple[int, int, int], rng: random.Random, amount: int) -> tuple[int, int, int]:
@@ -117,8 +107,6 @@ def background_image(scene, rng: random.Random) -> Image.Image:
 
 # ------------------------------------------------------------------------------ drawing
 def _draw_shape(draw: ImageDraw.ImageDraw, sh, w: int, h: int, rng: random.Random, outline: bool) -> None:
-    from vlmspec.data.synthetic import _polygon
-
     cx, cy, r = sh.cx * w, sh.cy * h, sh.radius * min(w, h)
     fill = shape_rgb(sh.color, rng)
     line = jitter((25, 25, 25), rng, 15) if outline else None
@@ -127,14 +115,12 @@ def _draw_shape(draw: ImageDraw.ImageDraw, sh, w: int, h: int, rng: random.Rando
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=line, width=width)
     else:
         scale = 1.25 if sh.kind == "square" else 1.15
-        points = _polygon(sh.kind, cx, cy, r * scale, sh.rotation)
+        points = synthetic._polygon(sh.kind, cx, cy, r * scale, sh.rotation)
         draw.polygon(points, fill=fill, outline=line, width=width)
 
 
 def render_varied(scene) -> Image.Image:
     """Draw a varied-style scene (pure function of the spec)."""
-    from vlmspec.data import synthetic
-
     rng = random.Random(f"{scene.seed}|render-varied")
     if scene.kind == "photo":
         from vlmspec.data import photos
@@ -181,7 +167,7 @@ def sample_shapes(rng: random.Random, shape_spec, kinds_all, colors_all, cells_a
 
 def varied_looks(rng: random.Random, kind: str) -> dict:
     """Background name, texture, outline and JPEG quality of a varied scene."""
-    texture = pick(rng, TEXTURES) if kind == "shapes" else pick(rng, TEXTURES[:3])
+    texture = synthetic.pick_weighted(rng, TEXTURES if kind == "shapes" else TEXTURES[:3])
     background = "photo" if texture == "photo" else rng.choice(sorted(VARIED_BACKGROUNDS))
     return {
         "background": background,

@@ -241,7 +241,7 @@ def generate_scene(seed: int | str, kind: str | None = None, style: str = "class
         return _generate_varied(seed, kind, photo_split)
     rng = _rng(seed, "scene")
     if kind is None:
-        kind = _pick_kind(rng, KIND_WEIGHTS)
+        kind = pick_weighted(rng, KIND_WEIGHTS)
     else:
         rng.random()  # keep the stream aligned with the unforced case
     if kind not in ("shapes", "text", "chart"):
@@ -254,7 +254,8 @@ def generate_scene(seed: int | str, kind: str | None = None, style: str = "class
     return scene
 
 
-def _pick_kind(rng: random.Random, weights) -> str:
+def pick_weighted(rng: random.Random, weights) -> str:
+    """One name from ((name, weight), ...), weights summing to 1."""
     r, acc = rng.random(), 0.0
     for k, w in weights:
         acc += w
@@ -269,7 +270,7 @@ def _generate_varied(seed: int | str, kind: str | None, photo_split: str) -> Sce
     if photo_split not in ("train", "heldout"):
         raise ValueError(f"photo_split must be 'train' or 'heldout', got {photo_split!r}")
     rng = _rng(seed, "scene-varied")
-    picked = _pick_kind(rng, styles.VARIED_KIND_WEIGHTS)
+    picked = pick_weighted(rng, styles.VARIED_KIND_WEIGHTS)
     kind = kind or picked
     if kind not in ("shapes", "text", "chart", "photo"):
         raise ValueError(f"unknown scene kind {kind!r}")
