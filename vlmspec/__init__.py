@@ -17,6 +17,7 @@ from .errors import (
     InputError,
     ModelLoadError,
     NumericalError,
+    UnsupportedError,
     PromptError,
     VlmspecError,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "ModelLoadError",
     "NoDrafter",
     "NumericalError",
+    "UnsupportedError",
     "Pipeline",
     "PromptError",
     "PromptLookupDrafter",

@@ -17,6 +17,7 @@ from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .core.cache import cache_kwargs
+from .core.masks import model_mask
 from .core.tree import chain_parents, tree_attention
 from .target import Target, TargetState, check_finite, image_spans
 
@@ -108,7 +109,7 @@ class BatchTarget:
             positions[b, :n] = state.next_position[b] + depths[0]
         out = self.target.model(
             input_ids=tokens,
-            attention_mask=mask,
+            attention_mask=model_mask(mask, self.target.model),
             position_ids=positions,
             **cache_kwargs(self.target.model, state.cache),
             use_cache=True,

@@ -27,3 +27,7 @@ class DrafterMismatchError(VlmspecError):
 
 class NumericalError(VlmspecError, FloatingPointError):
     """A model produced NaN or infinite logits."""
+
+
+class UnsupportedError(VlmspecError):
+    """The model or setting cannot run this mode exactly (e.g. a tree mask under flash attention)."""

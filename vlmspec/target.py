@@ -18,6 +18,7 @@ import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, DynamicCache
 
 from .core.cache import cache_kwargs, cache_length, keep_positions, truncate_cache
+from .core.masks import model_mask
 from .core.tree import is_chain, tree_attention
 from .errors import ModelLoadError, NumericalError, PromptError
 
@@ -249,7 +250,8 @@ class Target:
             attention_mask = torch.ones((1, cached + tokens.shape[1]), dtype=torch.long, device=tokens.device)
             position_ids = None
         else:
-            attention_mask, position_ids = tree_attention(parents, cached)
+            allowed, position_ids = tree_attention(parents, cached)  # [1, 1, n, cached + n] bool
+            attention_mask = model_mask(allowed, self.model)
         out = self.model(
             input_ids=tokens,
             attention_mask=attention_mask,

@@ -18,6 +18,7 @@ import torch
 from ..core.cache import cache_kwargs, truncate_cache
 from ..core.drafter import Draft, DraftContext, Drafter, StepFeedback
 from ..core.sampling import warp_probs
+from ..core.masks import model_mask
 from ..core.tree import node_depths, static_tree, tree_attention
 from ..errors import DrafterMismatchError, ModelLoadError
 from ..target import image_token_id_of
@@ -135,7 +136,7 @@ class ModelDrafter(Drafter):
             upto = int((depths <= depth).sum())  # nodes of depth <= this level are a prefix
             mask, positions = tree_attention(parents[:upto], base, with_root=False)
             out = self.model(
-                input_ids=tokens[:upto][None], attention_mask=mask, position_ids=positions,
+                input_ids=tokens[:upto][None], attention_mask=model_mask(mask, self.model), position_ids=positions,
                 **cache_kwargs(self.model, self.cache), use_cache=True,
             )
             truncate_cache(self.cache, base)
