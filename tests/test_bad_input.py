@@ -204,6 +204,10 @@ def test_nan_logits_are_reported(tiny_llava_path):
     pipe = Pipeline(target, PromptLookupDrafter())
     with pytest.raises(NumericalError, match="NaN or infinite logits.*float32"):
         pipe.generate(random_image(0), "Describe this.", max_new_tokens=4)
+    pair = (random_image(0), "Describe this.")
+    for sampling in ({}, {"temperature": 1.0, "seed": 0}):  # the prefill's logits are checked too
+        with pytest.raises(NumericalError, match="NaN or infinite logits"):
+            pipe.generate_batch([pair, pair], max_new_tokens=1, **sampling)
 
 
 def test_cli_reports_errors_in_one_line(tiny_llava_path, tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+import torch
 import vlmspec
 from vlmspec import ModelDrafter, NoDrafter, Pipeline, PromptLookupDrafter, ScheduleConfig, Target
 
@@ -209,3 +210,29 @@ def test_stop_string_ends_generation(targets):
     assert stop in result.text
     assert result.token_ids == free.token_ids[: len(result.token_ids)]
     assert stop not in target.tokenizer.decode(result.token_ids[:-1], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("kind", ["llava", "llava_next"])
+def test_vlm_drafter_after_a_generated_image_token(kind, targets, copy_drafters):
+    """A generated token equal to the image placeholder id is an ordinary token: the VLM drafter's
+    first forward (prompt + images, then the generated tokens) must not count it as an image."""
+    from transformers import DynamicCache
+
+    from vlmspec.core.cache import cache_kwargs
+    from vlmspec.core.drafter import DraftContext
+    from vlmspec.core.sampling import SamplingParams
+
+    target, drafter = targets[kind], copy_drafters[kind]
+    inputs = Pipeline(target, NoDrafter()).prepare(random_image(3), "Describe this.")
+    state, _ = target.prefill(inputs)
+    drafter.begin(DraftContext(target, state, SamplingParams(), None))
+    prompt = inputs["input_ids"][0]
+    committed = torch.cat([prompt, prompt.new_tensor([target.image_token_id])])  # [prompt_len + 1]
+    draft = drafter.propose(committed, 3)  # raised DrafterMismatchError ("could not read the image inputs")
+    # The same as a plain forward of the drafter model: prompt with images, then the placeholder id as text.
+    image_inputs = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    cache = DynamicCache(config=drafter.model.config.get_text_config())
+    drafter.model(input_ids=prompt[None], **image_inputs, **cache_kwargs(drafter.model, cache), use_cache=True)
+    logits = drafter.model(input_ids=committed[None, -1:], **cache_kwargs(drafter.model, cache)).logits[0, -1]
+    assert int(draft.tokens[0]) == int(logits[: target.vocab_size].argmax())
+    drafter.end()

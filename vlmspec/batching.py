@@ -81,6 +81,7 @@ class BatchTarget:
             views.append(TargetState(None, ids, sample, features, spans, hidden))
         state = BatchState(cache, valid, valid.sum(-1), list(range(len(samples))), views)
         logits = out.logits[:, -1]  # [batch, vocab]
+        check_finite(logits)
         return state, logits
 
     @torch.inference_mode()

@@ -168,6 +168,11 @@ class ModelDrafter(Drafter):
         from transformers import DynamicCache
 
         first = self.cache is None
+        prompt_len = self.own_prompt.shape[0]
+        if first and self.image_inputs and feed.shape[0] > prompt_len:
+            # The prompt goes with its images; generated tokens after it (an image placeholder id
+            # among them is an ordinary token there) go in a second forward, as in plain decoding.
+            return torch.cat([self._forward(feed[:prompt_len]), self._forward(feed[prompt_len:])])
         if first:
             self.cache = DynamicCache(config=self.model.config.get_text_config())
         kwargs = dict(self.image_inputs) if first else {}
