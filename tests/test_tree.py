@@ -186,3 +186,38 @@ def test_sampling_through_trees_keeps_the_distribution(targets, drafter_models):
     counts, rejection_share = sample_joint(pipe, image, draws, 3)
     assert rejection_share > 0.2
     assert chi_square_p_value(counts, expected, draws) > 1e-3
+
+
+def test_a_drafter_depth_cap_is_warned_and_reported(tiny_llava_path):
+    """A static tree 3 deep under draft_length=8: one warning, the cap and both lengths in the metrics."""
+    import warnings
+
+    from vlmspec import DraftDepthWarning, ModelDrafter, Pipeline, ScheduleConfig, Target
+    from vlmspec.drafters.eagle import EagleConfig
+
+    from conftest import random_image
+
+    target = Target.load(tiny_llava_path)
+    copy = ModelDrafter.from_pretrained(tiny_llava_path)
+    drafter = ModelDrafter(copy.model, copy.tokenizer, tree_paths=[[0], [1], [0, 0], [0, 0, 0]])
+    assert drafter.max_depth == 3 and copy.max_depth is None
+    pipe = Pipeline(target, drafter, ScheduleConfig.parse(8))
+    with pytest.warns(DraftDepthWarning, match="at most 3 tokens deep.*draft_length=8.*depth=6"):
+        result = pipe.generate(random_image(1), "Describe this.", max_new_tokens=30)
+    m = result.metrics
+    assert m.draft_depth_cap == 3 and m.mean_draft_length <= 3 < m.mean_requested_length
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DraftDepthWarning)  # said once per pipeline and setting
+        pipe.generate(random_image(2), "Describe this.", max_new_tokens=10)
+        Pipeline(target, drafter, ScheduleConfig.parse(3)).generate(random_image(2), "x", max_new_tokens=10)
+    assert EagleConfig(tree="chain", depth=3).max_depth() == 3
+    assert EagleConfig(tree="dynamic").max_depth() is None
+    assert EagleConfig(tree="static", static_paths=((0,), (0, 0)), depth=5).max_depth() == 2
+
+
+def test_cli_prints_vlmspec_warnings_in_one_line(capsys):
+    from vlmspec.cli import _one_line_warning
+    from vlmspec.errors import DraftDepthWarning
+
+    _one_line_warning(DraftDepthWarning("capped at 3"), DraftDepthWarning, "x.py", 1)
+    assert capsys.readouterr().err == "warning: capped at 3\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -20,11 +21,11 @@ from .core.batch_loop import speculative_decode_batch
 from .core.loop import speculative_decode
 from .core.metrics import Metrics, MetricsRecorder
 from .core.sampling import SamplingParams
-from .core.schedule import ScheduleConfig
+from .core.schedule import DEFAULT_DRAFT_LENGTH, ScheduleConfig
 from .core.stopping import StopCriteria, StopTracker
 from .core.drafter import Drafter
 from .drafters.registry import build_drafter, drafter_name
-from .errors import InputError, PromptError
+from .errors import DraftDepthWarning, InputError, PromptError
 from .images import ImageLike, load_image
 from .target import Target, TargetConfig
 
@@ -61,10 +62,12 @@ class TextStream:
 class Pipeline:
     """A loaded target + drafter, reused across calls."""
 
-    def __init__(self, target: Target, drafter: Drafter, schedule: ScheduleConfig = ScheduleConfig()) -> None:
+    def __init__(self, target: Target, drafter: Drafter, schedule: ScheduleConfig | None = None) -> None:
+        """`schedule` None: a fixed length, the drafter's own depth cap where it has one, else 5."""
         self.target = target
         self.drafter = drafter
-        self.schedule = schedule
+        self.schedule = schedule or ScheduleConfig(draft_length=drafter.max_depth or DEFAULT_DRAFT_LENGTH)
+        self._warned_caps: set = set()
 
     def prepare(self, image: "ImageLike | Sequence[ImageLike] | None", prompt: str) -> dict:
         """Processor outputs for `target.model.generate(**inputs)`; the prompt goes through the chat template."""
@@ -96,7 +99,7 @@ class Pipeline:
         model_inputs = self._model_inputs(image, prompt, inputs)
         self.target.check_context(model_inputs["input_ids"].shape[1], max_new_tokens)
         tracker = StopTracker(criteria)
-        recorder = MetricsRecorder()
+        recorder = self._recorder()
         steps = speculative_decode(
             self.target,
             self.drafter,
@@ -139,7 +142,7 @@ class Pipeline:
             samples.append(self.prepare(*pair))
             self.target.check_context(samples[-1]["input_ids"].shape[1], max_new_tokens)
         stops = [StopTracker(criteria) for _ in samples]
-        recorders = [MetricsRecorder() for _ in samples]
+        recorders = [self._recorder() for _ in samples]
         speculative_decode_batch(
             BatchTarget(self.target),
             [self.drafter.fork() for _ in samples],
@@ -221,6 +224,21 @@ class Pipeline:
             raise PromptError("No prompt given; pass prompt='...' (and an image) or inputs=processor_outputs.")
         return self.prepare(image, prompt)
 
+    def _recorder(self) -> MetricsRecorder:
+        """A metrics recorder; warns once when the drafter's own depth cap overrides the schedule."""
+        cap, longest = self.drafter.max_depth, self.schedule.longest()
+        if cap is not None and longest > cap and (cap, longest) not in self._warned_caps:
+            self._warned_caps.add((cap, longest))
+            asked = (f"draft_length={longest}" if self.schedule.kind == "fixed"
+                     else f"the {self.schedule.kind} schedule (up to {longest})")
+            warnings.warn(
+                f"{drafter_name(self.drafter)} drafts at most {cap} tokens deep (its config), so {asked} "
+                f"is capped at {cap}; the effective depth is in metrics.mean_draft_length. To draft deeper, "
+                "set depth in the drafter spec, e.g. 'eagle:DIR?depth=6'.",
+                DraftDepthWarning, stacklevel=3,
+            )
+        return MetricsRecorder(depth_cap=cap)
+
     def _result(self, tracker: StopTracker, recorder: MetricsRecorder) -> Result:
         metrics = recorder.finish(len(tracker.generated))
         text = self.target.tokenizer.decode(tracker.generated, skip_special_tokens=True)
@@ -248,7 +266,7 @@ def load(
     *,
     device: str | None = None,
     dtype: "str | torch.dtype | None" = None,
-    draft_length: "int | str | ScheduleConfig" = 5,
+    draft_length: "int | str | ScheduleConfig | None" = None,
     trust_remote_code: bool = False,
     fast_cpu: bool | str = "auto",
 ) -> Pipeline:
@@ -258,13 +276,16 @@ def load(
     you pass in is left as it is (call `Target.enable_fast_cpu` yourself)."""
     config = TargetConfig(device=device, dtype=dtype, trust_remote_code=trust_remote_code, fast_cpu=fast_cpu)
     loaded = _load_target(target, config)
+    built = build_drafter(drafter, loaded)
+    if draft_length is None:  # the drafter's own depth cap where it has one, else 5
+        return Pipeline(loaded, built)
     schedule = ScheduleConfig.parse(draft_length)
     if schedule.kind == "cost-aware" and not schedule.verify_costs:
         from .core.autotune import load_or_measure
 
         costs = load_or_measure(loaded, tuple(range(1, schedule.max_length + 2)))  # cached per machine and model
         schedule = dataclasses.replace(schedule, verify_costs=tuple(sorted(costs.items())))
-    return Pipeline(loaded, build_drafter(drafter, loaded), schedule)
+    return Pipeline(loaded, built, schedule)
 
 
 def _stop_strings(stop) -> tuple[str, ...]:
@@ -342,7 +363,7 @@ def generate(
     inputs: dict | None = None,
     device: str | None = None,
     dtype: "str | torch.dtype | None" = None,
-    draft_length: "int | str" = 5,
+    draft_length: "int | str | None" = None,
     trust_remote_code: bool = False,
     **generate_kwargs,
 ) -> "Result | TextStream":

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
-from .errors import VlmspecError
+from .errors import VlmspecError, VlmspecWarning
 
 
 def _add_generate_parser(subparsers) -> None:
@@ -27,7 +28,8 @@ def _add_generate_parser(subparsers) -> None:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--draft-length", default="5", help="an integer, 'adaptive' or 'cost-aware'")
+    p.add_argument("--draft-length", default=None,
+                   help="an integer, 'adaptive' or 'cost-aware' (default: the drafter's depth cap, else 5)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
@@ -102,10 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """vlmspec's own warnings as one 'warning:' line; others as Python prints them."""
+    if issubclass(category, VlmspecWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return args.func(args)
     except VlmspecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

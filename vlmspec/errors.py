@@ -31,3 +31,11 @@ class NumericalError(VlmspecError, FloatingPointError):
 
 class UnsupportedError(VlmspecError):
     """The model or setting cannot run this mode exactly (e.g. a tree mask under flash attention)."""
+
+
+class VlmspecWarning(UserWarning):
+    """Base class of vlmspec's warnings (the CLI prints them as one 'warning:' line)."""
+
+
+class DraftDepthWarning(VlmspecWarning):
+    """The drafter's own depth limit caps what the draft schedule asked for."""

@@ -45,10 +45,11 @@ def speculative_decode_batch(
 
     try:
         while state.active:
-            drafts, draft_seconds = [], []
+            drafts, draft_seconds, requested = [], [], []
             for b in state.active:
                 t0 = time.perf_counter()
                 k = max(0, min(schedules[b].next_length(), stops[b].remaining - 1))
+                requested.append(k)
                 drafts.append(drafters[b].propose(committed[b], k))  # tokens [n_b]
                 draft_seconds.append(time.perf_counter() - t0)
             t1 = time.perf_counter()
@@ -66,7 +67,7 @@ def speculative_decode_batch(
                 step_hidden = None if hidden is None else hidden[i : i + 1, rows]
                 drafters[b].update(StepFeedback(accepted.num_accepted, accepted.path, committed[b], step_hidden))
                 schedules[b].observe(len(draft.tokens), accepted.num_accepted, draft_seconds[i], verify_seconds)
-                recorders[b].step(draft.depth, accepted.num_accepted, draft_seconds[i], verify_seconds)
+                recorders[b].step(draft.depth, accepted.num_accepted, draft_seconds[i], verify_seconds, requested[i])
                 kept_rows.append(rows)
                 alive.append(not stops[b].done)
             batch_target.keep(state, kept_rows, alive)

@@ -61,6 +61,7 @@ class Drafter:
     """Base class: override `propose`; the other hooks are optional."""
 
     needs_target_hidden: bool = False  # ask the target to return last-layer hidden states
+    max_depth: int | None = None  # deepest draft it proposes whatever k asks (its config); None = k decides
 
     def begin(self, context: DraftContext) -> None:
         self.context = context

@@ -69,7 +69,7 @@ def speculative_decode(
             hidden = None if scored.hidden is None else scored.hidden[:, rows]
             drafter.update(StepFeedback(accepted.num_accepted, accepted.path, committed, hidden))
             schedule.observe(len(draft.tokens), accepted.num_accepted, t1 - t0, t2 - t1)
-            recorder.step(draft.depth, accepted.num_accepted, t1 - t0, t2 - t1)
+            recorder.step(draft.depth, accepted.num_accepted, t1 - t0, t2 - t1, requested=k)
             yield kept
     finally:
         drafter.end()

@@ -18,7 +18,9 @@ class Metrics:
     tau: float = 0.0
     acceptance_per_position: list[float] = field(default_factory=list)
     acceptance_rate: float = 0.0  # accepted draft tokens / drafted tokens
-    mean_draft_length: float = 0.0
+    mean_draft_length: float = 0.0  # draft depth per step (a tree's depth, a chain's length)
+    mean_requested_length: float = 0.0  # what the draft schedule asked for per step (k)
+    draft_depth_cap: int | None = None  # the drafter's own depth limit (its config), None = k decides
     draft_seconds: float = 0.0
     verify_seconds: float = 0.0
     prefill_seconds: float = 0.0
@@ -33,9 +35,10 @@ class Metrics:
 class MetricsRecorder:
     """Accumulates timings and acceptance counts during one generation."""
 
-    def __init__(self) -> None:
+    def __init__(self, depth_cap: int | None = None) -> None:
         self._start = time.perf_counter()
-        self._metrics = Metrics()
+        self._metrics = Metrics(draft_depth_cap=depth_cap)
+        self._requested = 0
         self._proposed_at = []  # proposed_at[i]: steps whose draft had more than i tokens
         self._accepted_at = []  # accepted_at[i]: of those, steps that accepted token i
         self._drafted = 0
@@ -48,8 +51,11 @@ class MetricsRecorder:
         m.target_forwards += 1
         m.time_to_first_token = time.perf_counter() - self._start
 
-    def step(self, drafted: int, accepted: int, draft_seconds: float, verify_seconds: float) -> None:
+    def step(
+        self, drafted: int, accepted: int, draft_seconds: float, verify_seconds: float, requested: int | None = None
+    ) -> None:
         m = self._metrics
+        self._requested += drafted if requested is None else requested
         m.target_forwards += 1
         m.draft_seconds += draft_seconds
         m.verify_seconds += verify_seconds
@@ -72,5 +78,6 @@ class MetricsRecorder:
         m.acceptance_per_position = [a / p for a, p in zip(self._accepted_at, self._proposed_at)]
         m.acceptance_rate = self._accepted / self._drafted if self._drafted else 0.0
         m.mean_draft_length = self._drafted / self._draft_steps if self._draft_steps else 0.0
+        m.mean_requested_length = self._requested / self._draft_steps if self._draft_steps else 0.0
         m.tokens_per_second = new_tokens / m.total_seconds if m.total_seconds > 0 else 0.0
         return m

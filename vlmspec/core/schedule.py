@@ -15,11 +15,13 @@ from ..errors import InputError
 
 SCHEDULE_KINDS = ("fixed", "adaptive", "cost-aware")
 
+DEFAULT_DRAFT_LENGTH = 5  # when neither the user nor the drafter's depth cap says
+
 
 @dataclass(frozen=True)
 class ScheduleConfig:
     kind: str = "fixed"
-    draft_length: int = 5  # fixed length, or the starting length of the others
+    draft_length: int = DEFAULT_DRAFT_LENGTH  # fixed length, or the starting length of the others
     min_length: int = 1
     max_length: int = 16
     # cost-aware only: measured verify seconds per number of tokens scored, e.g. from
@@ -42,6 +44,10 @@ class ScheduleConfig:
         if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
             return cls(kind="fixed", draft_length=int(value))
         return cls(kind=str(value), draft_length=4)
+
+    def longest(self) -> int:
+        """The longest draft this schedule can ask for."""
+        return self.draft_length if self.kind == "fixed" else self.max_length
 
     def build(self) -> "DraftSchedule":
         if self.kind == "fixed":

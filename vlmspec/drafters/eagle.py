@@ -109,6 +109,13 @@ class EagleConfig:
         """The depth actually drafted when the loop asks for k: min(k, depth)."""
         return max(0, k if self.depth is None else min(k, self.depth))
 
+    def max_depth(self) -> int | None:
+        """The deepest draft whatever k asks: `depth`, and for a static tree its longest path."""
+        limits = [self.depth] if self.depth is not None else []
+        if self.tree == "static":
+            limits.append(max(len(p) for p in self.static_paths))
+        return min(limits) if limits else None
+
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         if self.static_paths is not None:
@@ -351,6 +358,10 @@ class EagleDrafter(nn.Module, Drafter):
         self._head_rows = None
         if self.draft_vocab is not None and self.head_weight is None:
             self._head_rows = self._shared.head.weight.detach()[self.draft_vocab]  # [N, H] a small sliced copy
+
+    @property
+    def max_depth(self) -> int | None:
+        return self.config.max_depth()
 
     def with_config(self, config: EagleConfig) -> "EagleDrafter":
         """A drafter sharing these weights but drafting with another config (tree shape, depth, ...)."""

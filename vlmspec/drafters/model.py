@@ -60,6 +60,11 @@ class ModelDrafter(Drafter):
             ) from None
         return cls(model.to(device), tokenizer)
 
+    @property
+    def max_depth(self) -> int | None:
+        """A static tree drafts at most its longest path; a chain drafts what k asks."""
+        return None if self.tree is None else int(node_depths(self.tree[0]).max())
+
     # ------------------------------------------------------------------ checks
     def check_compatible(self, target) -> None:
         mine, theirs = self.tokenizer.get_vocab(), target.tokenizer.get_vocab()

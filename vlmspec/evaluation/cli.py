@@ -53,7 +53,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="sampling seed and synthetic-set seed (default 0)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per sample (default 1); spread reported")
     p.add_argument("--warmup", type=int, default=None, help="un-recorded warm-up generations per method (default 1)")
-    p.add_argument("--draft-length", default=None, help="vlmspec draft length: an integer or a schedule name (default 5)")
+    p.add_argument("--draft-length", default=None, help="vlmspec draft length: an integer or a schedule name (default: the drafter's depth cap, else 5)")
     p.add_argument("--assistant", default=None, help="assistant for a bare hf-assisted: PATH or 'self'")
     p.add_argument("--split", default=None, help="split of the benchmark (Karpathy/ScienceQA/synthetic; default test)")
     p.add_argument("--image-root", default=None, help="folder the benchmark's relative image paths live in")

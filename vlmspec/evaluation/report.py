@@ -222,7 +222,7 @@ def render_markdown(summary: dict, command: str | None = None) -> str:
         f"- benchmark: `{bench['source']}` ({bench['format']}), {bench['samples']} samples, "
         f"prompt style `{bench['prompt_style']}`, metric `{metric}`",
         f"- max_new_tokens {settings['max_new_tokens']}, temperature {settings['temperature']}, "
-        f"repeats {settings['repeats']}, warm-up {settings['warmup']}, draft length {settings['draft_length']}",
+        f"repeats {settings['repeats']}, warm-up {settings['warmup']}, draft length {settings['draft_length'] or 'default (the drafter depth cap, else 5)'}",
         f"- created {summary['created']}",
     ]
     if command:

@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from vlmspec.core.schedule import DEFAULT_DRAFT_LENGTH
 from vlmspec.errors import InputError, VlmspecError
 
 from .loaders import Benchmark, BenchmarkConfig, Sample, load_benchmark
@@ -79,7 +80,7 @@ class EvalConfig:
     repeats: int = 1
     warmup: int = 1  # un-recorded generations per method before measuring
     warmup_max_new_tokens: int = 32
-    draft_length: int | str = 5
+    draft_length: int | str | None = None  # None: the drafter's own depth cap, else 5
     assistant: str | None = None  # PATH or "self": the assistant of a bare "hf-assisted"
     split: str | None = None
     image_root: str | None = None
@@ -434,7 +435,10 @@ def build_method(spec: MethodSpec, base_pipe, config: EvalConfig, memory: Memory
     if spec.kind == BASELINE:
         return HFGenerateMethod(spec.name, model, tokenizer, memory)
     if spec.kind == "hf-prompt-lookup":
-        default = config.draft_length if isinstance(config.draft_length, int) else 10
+        if isinstance(config.draft_length, int):
+            default = config.draft_length
+        else:  # None: vlmspec's default length; a schedule name: transformers' own default (10)
+            default = DEFAULT_DRAFT_LENGTH if config.draft_length is None else 10
         tokens = int(spec.argument) if spec.argument else default
         return HFGenerateMethod(spec.name, model, tokenizer, memory, {"prompt_lookup_num_tokens": tokens})
     if spec.kind == "hf-assisted":
