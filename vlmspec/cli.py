@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate_parser(subparsers)
     for module_name, hook in (
         ("vlmspec.evaluation.cli", "add_eval_parser"),
-        ("vlmspec.verdict", "add_verdict_parser"),
+        ("vlmspec.verdict.cli", "add_verdict_parser"),
         ("vlmspec.training.cli", "add_train_parser"),
     ):
         module = __import__(module_name, fromlist=[hook])

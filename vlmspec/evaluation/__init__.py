@@ -8,35 +8,13 @@
 The command line is ``vlmspec eval`` (:mod:`vlmspec.evaluation.cli`); see ``eval/README.md``.
 """
 
-from .loaders import (
-    BUILTINS,
-    FORMATS,
-    PROMPT_STYLES,
-    Benchmark,
-    BenchmarkConfig,
-    BenchmarkFormatError,
-    Sample,
-    build_prompt,
-    load_benchmark,
-)
-from .metrics import (
-    METRIC_NAMES,
-    anls,
-    choice_accuracy,
-    exact_match,
-    normalize_vqa_answer,
-    relaxed_accuracy,
-    rouge_l,
-    score_prediction,
-    vqa_accuracy,
-)
-from .report import render_markdown, summarize, summarize_records, write_outputs
-from .runner import EvalConfig, EvalError, EvalRun, MethodSpec, parse_method, run_eval
+from ..lazy import lazy_exports
 
-__all__ = [
-    "BUILTINS", "FORMATS", "METRIC_NAMES", "PROMPT_STYLES", "Benchmark", "BenchmarkConfig",
-    "BenchmarkFormatError", "EvalConfig", "EvalError", "EvalRun", "MethodSpec", "Sample", "anls",
-    "build_prompt", "choice_accuracy", "exact_match", "load_benchmark", "normalize_vqa_answer",
-    "parse_method", "relaxed_accuracy", "render_markdown", "rouge_l", "run_eval", "score_prediction",
-    "summarize", "summarize_records", "vqa_accuracy", "write_outputs",
-]
+_EXPORTS = {
+    **dict.fromkeys(["BUILTINS", "Benchmark", "BenchmarkConfig", "BenchmarkFormatError", "FORMATS", "PROMPT_STYLES", "Sample", "build_prompt", "load_benchmark"], ".loaders"),
+    **dict.fromkeys(["METRIC_NAMES", "anls", "choice_accuracy", "exact_match", "normalize_vqa_answer", "relaxed_accuracy", "rouge_l", "score_prediction", "vqa_accuracy"], ".metrics"),
+    **dict.fromkeys(["render_markdown", "summarize", "summarize_records", "write_outputs"], ".report"),
+    **dict.fromkeys(["EvalConfig", "EvalError", "EvalRun", "MethodSpec", "parse_method", "run_eval"], ".runner"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,31 +10,13 @@ Modules: config (TrainConfig), data (sources, self-distillation, curriculum, bad
 losses, adapters (per drafter kind), trainer (the accelerate loop), cli.
 """
 
-from .adapters import (
-    DrafterTrainingAdapter,
-    EagleAdapter,
-    StepContext,
-    TeacherOutputs,
-    VisionDrafterAdapter,
-    build_adapter,
-    register_adapter,
-)
-from .config import (
-    CurriculumConfig,
-    DataConfig,
-    EvalConfig,
-    LossConfig,
-    OptimConfig,
-    SelfDistillConfig,
-    SourceConfig,
-    TrainConfig,
-)
-from .data import BadSampleError, CurriculumSampler, DataReport, RawSample, TokenizedSample, TrainBatch
-from .trainer import Trainer, TrainResult, train
+from ..lazy import lazy_exports
 
-__all__ = [
-    "BadSampleError", "CurriculumConfig", "CurriculumSampler", "DataConfig", "DataReport", "DrafterTrainingAdapter",
-    "EagleAdapter", "EvalConfig", "LossConfig", "OptimConfig", "RawSample", "SelfDistillConfig", "SourceConfig",
-    "StepContext", "TeacherOutputs", "TokenizedSample", "TrainBatch", "TrainConfig", "TrainResult", "Trainer",
-    "VisionDrafterAdapter", "build_adapter", "register_adapter", "train",
-]
+_EXPORTS = {
+    **dict.fromkeys(["DrafterTrainingAdapter", "EagleAdapter", "StepContext", "TeacherOutputs", "VisionDrafterAdapter", "build_adapter", "register_adapter"], ".adapters"),
+    **dict.fromkeys(["CurriculumConfig", "DataConfig", "EvalConfig", "LossConfig", "OptimConfig", "SelfDistillConfig", "SourceConfig", "TrainConfig"], ".config"),
+    **dict.fromkeys(["BadSampleError", "CurriculumSampler", "DataReport", "RawSample", "TokenizedSample", "TrainBatch"], ".data"),
+    **dict.fromkeys(["TrainResult", "Trainer", "train"], ".trainer"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

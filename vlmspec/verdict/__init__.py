@@ -38,32 +38,16 @@ result (results and costs), models (loading, memory modes, generation), scoring 
 on one model), runner (the stages in order), cli (`vlmspec verdict`).
 """
 
-from .answers import SCORING_PROMPT, extract_boxed, fallback_answer
-from .cli import add_verdict_parser, run_verdict_command
-from .config import MEMORY_MODES, VerdictConfig
-from .consensus import consensus_scores, select_consensus
-from .result import MODE_LABEL, STAGES, ExpertAnswer, StageCost, VerdictCost, VerdictResult
-from .runner import VerdictRunner, run_verdict_method, verdict
-from .scoring import score_answers
+from ..lazy import lazy_exports
 
-__all__ = [
-    "MEMORY_MODES",
-    "MODE_LABEL",
-    "SCORING_PROMPT",
-    "STAGES",
-    "ExpertAnswer",
-    "StageCost",
-    "VerdictConfig",
-    "VerdictCost",
-    "VerdictResult",
-    "VerdictRunner",
-    "add_verdict_parser",
-    "consensus_scores",
-    "extract_boxed",
-    "fallback_answer",
-    "run_verdict_command",
-    "run_verdict_method",
-    "score_answers",
-    "select_consensus",
-    "verdict",
-]
+_EXPORTS = {
+    **dict.fromkeys(["SCORING_PROMPT", "extract_boxed", "fallback_answer"], ".answers"),
+    **dict.fromkeys(["add_verdict_parser", "run_verdict_command"], ".cli"),
+    **dict.fromkeys(["MEMORY_MODES", "VerdictConfig"], ".config"),
+    **dict.fromkeys(["consensus_scores", "select_consensus"], ".consensus"),
+    **dict.fromkeys(["ExpertAnswer", "MODE_LABEL", "STAGES", "StageCost", "VerdictCost", "VerdictResult"], ".result"),
+    **dict.fromkeys(["VerdictRunner", "run_verdict_method", "verdict"], ".runner"),
+    **dict.fromkeys(["score_answers"], ".scoring"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

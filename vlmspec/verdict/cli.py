@@ -10,7 +10,6 @@ from typing import Any
 
 from ..errors import InputError, VlmspecError
 from .config import MEMORY_MODES, VerdictConfig, read_config_file
-from .runner import VerdictRunner
 
 # argparse dest -> VerdictConfig field, for the flags that override --config
 _OVERRIDES = {
@@ -78,6 +77,8 @@ def run_verdict_command(args: argparse.Namespace) -> int:
     """Handler of `vlmspec verdict`: prints the result; returns the exit code."""
     try:
         config = config_from_args(args)
+        from .runner import VerdictRunner  # torch and transformers: only when a verdict runs
+
         with VerdictRunner(config) as runner:
             result = runner.run(args.image, args.question)
     except VlmspecError as exc:
