@@ -112,6 +112,16 @@ def test_summary_speedup_tau_lossless_accuracy(tmp_path):
     assert methods["A"]["acceptance_per_position"] == [0.5, 0.25]
     assert methods["A"]["tokens_per_second"] == pytest.approx(8.0)
     assert methods["A"]["time_per_output_token"] == pytest.approx((0.5 - 0.1) / 3)
+    # 4-token answers: the report warns that speed figures say little and points to the long-form benchmark
+    assert methods["plain"]["mean_new_tokens"] == 4
+    assert len(run.summary["warnings"]) == 1 and "synthetic-long" in run.summary["warnings"][0]
+
+
+def test_no_short_answer_warning_for_long_answers():
+    from vlmspec.evaluation.report import SHORT_ANSWER_TOKENS, report_warnings
+
+    assert report_warnings({"plain": {"mean_new_tokens": SHORT_ANSWER_TOKENS + 1}}, "plain") == []
+    assert report_warnings({"plain": {"mean_new_tokens": 3.0}}, "plain")
 
 
 def test_unavailable_and_failing_methods_are_reported_not_fatal(tmp_path):
@@ -281,6 +291,11 @@ def test_end_to_end_tiny_target(tiny_llava_path, tmp_path, capsys):
         assert entry["lossless"] == 1.0, (name, entry["mismatched_samples"])
         assert entry["speedup_total"] > 0 and entry["tau"] >= 1.0
     assert summary["methods"]["prompt-lookup"]["acceptance_per_position"] is not None
+    assert summary["methods"]["prompt-lookup"]["drafter"] == "prompt-lookup"
+    assert summary["methods"]["plain"].get("drafter") is None
+    report = (out / "report.md").read_text()
+    assert "Drafters (as resolved)" in report and "`prompt-lookup`: `prompt-lookup`, mean depth" in report
+    assert ("**Warning:**" in report) == bool(summary["warnings"])
     records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(records) >= 3 * (1 + len(LOSSLESS_METHODS))
 

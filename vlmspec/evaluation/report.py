@@ -130,6 +130,7 @@ def summarize_records(
         wall = sum(r["wall_seconds"] for r in ok)
         forwards = [r for r in ok if r.get("target_forwards")]
         entry["new_tokens"] = new_tokens
+        entry["mean_new_tokens"] = new_tokens / len(ok) if ok else None
         entry["target_forwards"] = sum(r["target_forwards"] for r in forwards)
         entry["wall_seconds_total"] = wall
         entry["wall_seconds_mean"] = wall / len(ok) if ok else None
@@ -145,6 +146,9 @@ def summarize_records(
         entry["acceptance_per_position"] = [
             _mean([c[i] for c in curves if len(c) > i]) for i in range(depth)
         ] or None
+        entry["drafter"] = next((r["drafter"] for r in ok if r.get("drafter")), None)  # "auto -> eagle:DIR"
+        entry["mean_draft_length"] = _mean([r["mean_draft_length"] for r in ok if r.get("mean_draft_length")])
+        entry["draft_depth_cap"] = next((r["draft_depth_cap"] for r in ok if r.get("draft_depth_cap")), None)
         peaks = [r["peak_memory_bytes"] for r in ok if r.get("peak_memory_bytes") is not None]
         deltas = [r["memory_delta_bytes"] for r in ok if r.get("memory_delta_bytes") is not None]
         entry["peak_memory_bytes"] = max(peaks) if peaks else None
@@ -179,6 +183,7 @@ def summarize(run: "EvalRun") -> dict:
     config = run.config
     sample_ids = [s.sample_id for s in run.benchmark.samples]
     methods = expand_rows([m for m in config.methods if m not in run.skipped], run.records)
+    summaries = summarize_records(run.records, methods, sample_ids, greedy=config.greedy)
     return {
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "benchmark": run.benchmark.describe(),
@@ -193,8 +198,27 @@ def summarize(run: "EvalRun") -> dict:
         "baseline": "plain",
         "losslessness_meaningful": config.greedy,
         "skipped_methods": dict(run.skipped),
-        "methods": summarize_records(run.records, methods, sample_ids, greedy=config.greedy),
+        "methods": summaries,
+        "warnings": report_warnings(summaries, "plain"),
     }
+
+
+SHORT_ANSWER_TOKENS = 16  # below this many new tokens per answer, speculation has little to speed up
+
+
+def report_warnings(methods: dict, baseline: str) -> list[str]:
+    """What a reader must know before trusting the speed columns."""
+    warnings = []
+    base = methods.get(baseline) or {}
+    per_answer = base.get("mean_new_tokens")
+    if per_answer is not None:
+        if per_answer < SHORT_ANSWER_TOKENS:
+            warnings.append(
+                f"Answers average {per_answer:.1f} new tokens: too few for speculative decoding to matter (the "
+                "prefill dominates and a draft has little to propose), so tau and speedups here say little about "
+                "speed. Measure speed on long answers, e.g. `vlmspec eval --benchmark synthetic-long`."
+            )
+    return warnings
 
 
 # ------------------------------------------------------------------------- markdown
@@ -255,6 +279,14 @@ def render_markdown(summary: dict, command: str | None = None) -> str:
             f"{_fmt(entry['wall_seconds_total'], '.1f')} | {lossless} | {_fmt(entry['accuracy'], '.3f')} | "
             f"{_fmt_bytes(entry['peak_memory_bytes'])} (+{_fmt_bytes(entry['memory_delta_bytes'])}) | {samples} |"
         )
+    drafters = {n: e for n, e in summary["methods"].items() if e.get("drafter")}
+    if drafters:
+        lines += ["", "Drafters (as resolved) and draft depth per step:", ""]
+        for name, e in drafters.items():
+            cap = f", capped at {e['draft_depth_cap']} by the drafter" if e.get("draft_depth_cap") else ""
+            lines.append(f"- `{name}`: `{e['drafter']}`, mean depth {_fmt(e.get('mean_draft_length'))}{cap}")
+    if summary.get("warnings"):
+        lines += ["", *[f"> **Warning:** {w}" for w in summary["warnings"]]]
     lines += _verdict_sections(summary)
     if summary["skipped_methods"]:
         lines += ["", "Skipped methods:", ""]

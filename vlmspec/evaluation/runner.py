@@ -339,6 +339,8 @@ class VlmspecMethod:
             time_to_first_token=metrics.time_to_first_token, target_forwards=metrics.target_forwards,
             acceptance_per_position=list(metrics.acceptance_per_position), peak_memory_bytes=peak,
             memory_delta_bytes=delta,
+            extra={"drafter": result.drafter, "mean_draft_length": metrics.mean_draft_length,
+                   "draft_depth_cap": metrics.draft_depth_cap},
         )
 
 
