@@ -297,3 +297,18 @@ def test_stop_strings_are_whole_strings(pipe):
         pipe.generate(random_image(1), "Describe this.", stop=[""], max_new_tokens=2)
     with pytest.raises(InputError, match="string or a list of strings"):
         pipe.generate(random_image(1), "Describe this.", stop=5, max_new_tokens=2)
+
+
+def test_stop_strings_do_not_match_across_special_tokens(pipe):
+    """As transformers' stop_strings: matched on token strings, special tokens included."""
+    tokenizer = pipe.target.tokenizer
+    _, criteria = pipe._decoding_options(20, 0.0, None, None, ("ab",))
+    a, b = tokenizer.convert_tokens_to_ids(["a", "b"])
+    pad = tokenizer.convert_tokens_to_ids("<pad>")
+    from vlmspec.core.stopping import StopTracker
+
+    across = StopTracker(criteria)
+    across.add([a, pad, b, a])
+    assert not across.done  # "a<pad>ba": no "ab" in the token strings
+    across.add([b])
+    assert across.finish_reason == "stop_string" and across.generated == [a, pad, b, a, b]

@@ -197,7 +197,9 @@ class Pipeline:
             max_new_tokens=max_new_tokens,
             eos_token_ids=frozenset(self.target.eos_token_ids),
             stop_strings=_stop_strings(stop),
-            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+            # Matched on the text with special tokens written out, as transformers' stop_strings
+            # matches token strings: a stop string never matches across a <pad> or <image>.
+            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=False),
         )
         return sampling, criteria
 
