@@ -38,3 +38,15 @@ def test_verdict_stays_the_function_after_its_subpackage_is_imported():
     import vlmspec.verdict.config  # noqa: F401  (records the subpackage on the parent)
 
     assert callable(vlmspec.verdict) and vlmspec.verdict.__name__ == "verdict"
+
+
+def test_loading_prints_no_transformers_bars(tiny_llava_path, capfd):
+    from transformers.utils import logging as hf_logging
+
+    from vlmspec import ModelDrafter, Target
+
+    Target.load(tiny_llava_path)
+    ModelDrafter.from_pretrained(tiny_llava_path)
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err, err
+    assert hf_logging.is_progress_bar_enabled()  # restored for the user's own transformers calls

@@ -21,6 +21,7 @@ from .core.cache import cache_kwargs, cache_length, keep_positions, truncate_cac
 from .core.masks import model_mask
 from .core.tree import is_chain, tree_attention
 from .errors import ModelLoadError, NumericalError, PromptError
+from .quiet import quiet_transformers
 
 # Architectures whose prefill / cache / image-token layout vlmspec is tested against.
 SUPPORTED_MODEL_TYPES = ("llava", "llava_next")
@@ -143,7 +144,8 @@ class Target:
         device = config.resolved_device()
         try:
             processor = AutoProcessor.from_pretrained(source, **kwargs)
-            model = AutoModelForImageTextToText.from_pretrained(source, dtype=config.resolved_dtype(), **kwargs)
+            with quiet_transformers():  # no "Loading weights" bar
+                model = AutoModelForImageTextToText.from_pretrained(source, dtype=config.resolved_dtype(), **kwargs)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"Could not load the LLaVA checkpoint {source!r}: {exc}") from None
         target = cls(model.to(device), processor)

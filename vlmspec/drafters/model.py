@@ -50,7 +50,10 @@ class ModelDrafter(Drafter):
             config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
             is_vlm = hasattr(config, "vision_config")
             loader = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
-            model = loader.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
+            from ..quiet import quiet_transformers
+
+            with quiet_transformers():
+                model = loader.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:
             hint = "" if Path(source).exists() else " (the path does not exist)"

