@@ -20,6 +20,7 @@ from vlmspec import (
     PromptError,
     PromptLookupDrafter,
     Target,
+    UnsupportedError,
 )
 from vlmspec.images import load_image
 from vlmspec.testing import TinyLlavaConfig, build_tiny_llava
@@ -312,3 +313,27 @@ def test_stop_strings_do_not_match_across_special_tokens(pipe):
     assert not across.done  # "a<pad>ba": no "ab" in the token strings
     across.add([b])
     assert across.finish_reason == "stop_string" and across.generated == [a, pad, b, a, b]
+
+
+@pytest.mark.parametrize("field,value", [
+    ("min_new_tokens", 5), ("suppress_tokens", [3]), ("begin_suppress_tokens", [3]), ("bad_words_ids", [[4]]),
+    ("repetition_penalty", 1.3), ("no_repeat_ngram_size", 2),
+])
+def test_generation_config_processors_are_refused(tiny_llava_path, field, value):
+    """These change model.generate()'s tokens; vlmspec refuses them by name instead of differing silently."""
+    pipe = vlmspec.load(tiny_llava_path, "prompt-lookup")
+    setattr(pipe.target.model.generation_config, field, value)
+    with pytest.raises(UnsupportedError, match=f"generation_config sets {field}="):
+        pipe.generate(random_image(0), "Describe this.", max_new_tokens=4)
+    setattr(pipe.target.model.generation_config, field, None)
+    assert pipe.generate(random_image(0), "Describe this.", max_new_tokens=4).metrics.new_tokens >= 1
+
+
+def test_eos_follows_the_generation_config_as_model_generate_does(tiny_llava_path):
+    """No eos_token_id in generation_config: model.generate runs to max_new_tokens, and so does vlmspec."""
+    from vlmspec import Target
+
+    target = Target.load(tiny_llava_path)
+    assert target.eos_token_ids == [target.model.generation_config.eos_token_id]
+    target.model.generation_config.eos_token_id = None
+    assert Target(target.model, target.processor).eos_token_ids == []

@@ -27,7 +27,7 @@ from .core.drafter import Drafter
 from .drafters.registry import build_drafter, drafter_name
 from .errors import DraftDepthWarning, InputError, PromptError
 from .images import ImageLike, load_image
-from .target import Target, TargetConfig
+from .target import Target, TargetConfig, check_generation_config
 
 
 @dataclass
@@ -191,6 +191,7 @@ class Pipeline:
     def _decoding_options(self, max_new_tokens, temperature, top_p, top_k, stop) -> tuple[SamplingParams, StopCriteria]:
         if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens <= 0:
             raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
+        check_generation_config(self.target.model)  # read per call: users edit it after loading
         sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
         tokenizer = self.target.tokenizer
         criteria = StopCriteria(

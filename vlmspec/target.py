@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor,
 from .core.cache import cache_kwargs, cache_length, keep_positions, truncate_cache
 from .core.masks import model_mask
 from .core.tree import is_chain, tree_attention
-from .errors import ModelLoadError, NumericalError, PromptError
+from .errors import ModelLoadError, NumericalError, PromptError, UnsupportedError
 from .quiet import quiet_transformers
 
 # Architectures whose prefill / cache / image-token layout vlmspec is tested against.
@@ -113,7 +113,7 @@ class Target:
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         text_config = model.config.get_text_config()
         self.max_context = int(getattr(text_config, "max_position_embeddings", 0) or 0) or None
-        self.eos_token_ids = _eos_ids(model, self.tokenizer)
+        self.eos_token_ids = _eos_ids(model)
         self.fast_cpu_report = "off"
 
     # ----------------------------------------------------------------- loading
@@ -283,13 +283,38 @@ def image_token_id_of(config) -> int | None:
     return None
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
+def _eos_ids(model) -> list[int]:
+    """The stop ids `model.generate()` uses: its generation_config's eos_token_id (none: it runs
+    to max_new_tokens, whatever the tokenizer's EOS is)."""
     eos = getattr(model.generation_config, "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
     if eos is None:
         return []
     return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+
+# generation_config fields that change model.generate()'s greedy / sampled tokens through logits
+# processors vlmspec does not apply, with the value that leaves the output unchanged.
+UNSUPPORTED_GENERATION_FIELDS = {
+    "min_new_tokens": (None, 0), "min_length": (None, 0), "suppress_tokens": (None, []),
+    "begin_suppress_tokens": (None, []), "bad_words_ids": (None, []), "repetition_penalty": (None, 1.0),
+    "encoder_repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0),
+    "encoder_no_repeat_ngram_size": (None, 0), "sequence_bias": (None, {}), "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,), "exponential_decay_length_penalty": (None,),
+}
+
+
+def check_generation_config(model) -> None:
+    """Refuse a generation_config whose logits processors would make vlmspec's output differ
+    from model.generate(); the error names the field and how to clear it."""
+    config = model.generation_config
+    for name, neutral in UNSUPPORTED_GENERATION_FIELDS.items():
+        value = getattr(config, name, None)
+        if value not in neutral:
+            raise UnsupportedError(
+                f"The model's generation_config sets {name}={value!r}, which changes model.generate()'s output "
+                f"through a logits processor vlmspec does not apply, so the result would not be lossless. Clear "
+                f"it first (model.generation_config.{name} = None) or use model.generate for this setting."
+            )
 
 
 def image_spans(ids: torch.Tensor, image_token_id: int, tokens_per_image: list[int]) -> list[tuple[int, int]]:
