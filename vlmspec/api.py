@@ -215,12 +215,7 @@ class Pipeline:
         if inputs is not None:
             if image is not None or prompt is not None:
                 raise InputError("Pass either image/prompt or inputs=processor_outputs, not both.")
-            if "input_ids" not in inputs:
-                raise InputError("inputs must be the processor's output: a dict with input_ids (and pixel_values).")
-            if inputs["input_ids"].shape[0] != 1:
-                raise InputError(
-                    f"inputs hold a batch of {inputs['input_ids'].shape[0]}; pass one sequence per call."
-                )
+            _check_inputs(inputs, self.target.vocab_size)
             device = self.target.device
             return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
         if prompt is None:
@@ -289,6 +284,29 @@ def load(
         costs = load_or_measure(loaded, tuple(range(1, schedule.max_length + 2)))  # cached per machine and model
         schedule = dataclasses.replace(schedule, verify_costs=tuple(sorted(costs.items())))
     return Pipeline(loaded, built, schedule)
+
+
+def _check_inputs(inputs, vocab_size: int) -> None:
+    """`inputs=`: one processor output (input_ids [1, prompt_len], optional attention_mask, pixel_values)."""
+    if not isinstance(inputs, dict) or "input_ids" not in inputs:
+        raise InputError("inputs must be the processor's output: a dict with input_ids (and pixel_values).")
+    ids = inputs["input_ids"]
+    if not torch.is_tensor(ids) or ids.dim() != 2 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        shape = tuple(ids.shape) if torch.is_tensor(ids) else type(ids).__name__
+        raise InputError(f"inputs['input_ids'] must be an integer tensor [1, prompt_len] (the processor's output "
+                         f"with return_tensors='pt'); got {shape}.")
+    if ids.shape[0] != 1:
+        raise InputError(f"inputs hold a batch of {ids.shape[0]} sequences; pass one sequence per call "
+                         "(or one (image, prompt) pair per sequence to generate_batch).")
+    if ids.shape[1] == 0:
+        raise PromptError("inputs['input_ids'] is empty; the prompt needs at least one token.")
+    if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
+        raise InputError(f"inputs['input_ids'] holds ids outside the model's vocabulary (0..{vocab_size - 1}); "
+                         "were they made by another tokenizer?")
+    mask = inputs.get("attention_mask")
+    if mask is not None and (not torch.is_tensor(mask) or tuple(mask.shape) != tuple(ids.shape)):
+        shape = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
+        raise InputError(f"inputs['attention_mask'] must have input_ids' shape {tuple(ids.shape)}; got {shape}.")
 
 
 def _stop_strings(stop) -> tuple[str, ...]:

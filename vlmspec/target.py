@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor,
 from .core.cache import cache_kwargs, cache_length, keep_positions, truncate_cache
 from .core.masks import model_mask
 from .core.tree import is_chain, tree_attention
-from .errors import ModelLoadError, NumericalError, PromptError, UnsupportedError
+from .errors import InputError, ModelLoadError, NumericalError, PromptError, UnsupportedError
 from .quiet import quiet_transformers
 
 # Architectures whose prefill / cache / image-token layout vlmspec is tested against.
@@ -84,6 +84,11 @@ class TargetState:
     image_features: list[torch.Tensor]  # per image: [n_image_tokens_i, hidden] projected features
     image_spans: list[tuple[int, int]] = field(default_factory=list)  # per image: [start, end) of its tokens
     prompt_hidden: torch.Tensor | None = None  # [1, prompt_len, hidden] last-layer states, when asked
+    pad_mask: torch.Tensor | None = None  # [1, prompt_len] 1 = real token, 0 = left padding; None: no padding
+
+    @property
+    def num_pads(self) -> int:
+        return 0 if self.pad_mask is None else int((self.pad_mask == 0).sum())
 
 
 @dataclass
@@ -210,7 +215,10 @@ class Target:
     def prefill(self, model_inputs: dict, need_hidden: bool = False) -> tuple[TargetState, torch.Tensor]:
         """Run the prompt once. Returns the state and the logits for the first new token [1, vocab]."""
         input_ids = model_inputs["input_ids"]  # [1, prompt_len]
+        pad_mask = left_padding_mask(model_inputs.get("attention_mask"))  # [1, prompt_len] or None
         forward_inputs = {"input_ids": input_ids, "attention_mask": model_inputs.get("attention_mask")}
+        if pad_mask is not None:  # positions count real tokens only, as model.generate computes them
+            forward_inputs["position_ids"] = (pad_mask.cumsum(-1) - 1).masked_fill(pad_mask == 0, 0)
         image_features: list[torch.Tensor] = []
         encoder_inputs = {k: v for k, v in model_inputs.items() if k not in forward_inputs}
         if encoder_inputs.get("pixel_values") is not None:
@@ -233,6 +241,7 @@ class Target:
             image_features=image_features,
             image_spans=image_spans(input_ids[0], self.image_token_id, [f.shape[0] for f in image_features]),
             prompt_hidden=out.hidden_states[-1] if need_hidden else None,
+            pad_mask=pad_mask,
         )
         logits = out.logits[:, -1]  # [1, vocab]
         check_finite(logits)
@@ -248,11 +257,18 @@ class Target:
         forward with a tree attention mask and per-node position ids.
         """
         cached = cache_length(state.cache)
+        pads = state.num_pads  # left padding of the prompt: never attended, not counted in positions
         if parents is None or is_chain(parents):
             attention_mask = torch.ones((1, cached + tokens.shape[1]), dtype=torch.long, device=tokens.device)
             position_ids = None
+            if pads:
+                attention_mask[:, : state.pad_mask.shape[1]] = state.pad_mask
+                position_ids = torch.arange(cached, cached + tokens.shape[1], device=tokens.device)[None] - pads
         else:
             allowed, position_ids = tree_attention(parents, cached)  # [1, 1, n, cached + n] bool
+            if pads:
+                allowed[..., : state.pad_mask.shape[1]] &= state.pad_mask.bool()  # [1, prompt_len] broadcast
+                position_ids = position_ids - pads
             attention_mask = model_mask(allowed, self.model)
         out = self.model(
             input_ids=tokens,
@@ -272,6 +288,25 @@ class Target:
     def rollback(self, state: TargetState, length: int) -> None:
         """Keep only the first `length` positions of the cache."""
         truncate_cache(state.cache, length)
+
+
+def left_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """attention_mask [1, prompt_len] -> itself as long when it left-pads, None when it has no padding.
+
+    Right or inner padding is refused: model.generate would attend positions after the pads.
+    """
+    if attention_mask is None or bool((attention_mask != 0).all()):
+        return None
+    mask = (attention_mask != 0).long()  # [1, prompt_len]
+    real = int(mask.sum())
+    if real == 0:
+        raise InputError("inputs['attention_mask'] masks every prompt token; nothing is left to generate from.")
+    if not bool((mask[0, -real:] == 1).all()):
+        raise InputError(
+            "inputs['attention_mask'] pads on the right (or inside) the prompt; speculative decoding needs "
+            "left padding: set processor.tokenizer.padding_side = 'left', or pass the prompt without padding."
+        )
+    return mask
 
 
 def image_token_id_of(config) -> int | None:
