@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -143,8 +142,6 @@ def test_interrupted_build_is_never_loaded_and_rebuilds(built_home, tmp_path, mo
     home, _ = built_home
     fresh = tmp_path / "home"
     fresh.mkdir()
-    lm = home / "smollm2-135m-instruct"  # reuse the dequantised LM: the interrupted step is the model build
-    shutil.copytree(lm, fresh / lm.name)
     env = {**os.environ, "VLMSPEC_HOME": str(fresh), "HF_HUB_OFFLINE": "1"}
     child = subprocess.Popen([sys.executable, "-c", "from vlmspec.models.default import default_model_dir; default_model_dir()"],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -161,6 +158,7 @@ def test_interrupted_build_is_never_loaded_and_rebuilds(built_home, tmp_path, mo
         dm.default_model_dir(build=False)  # the half-written temp dir is never taken for a model
     path = dm.default_model_dir()
     assert (path / dm.MARKER).is_file() and not list(fresh.glob("*.tmp-*"))
+    assert sorted(p.name for p in fresh.iterdir() if p.is_dir()) == [path.name]  # no intermediate SmolLM2 copy
     from transformers import AutoModelForImageTextToText
 
     model = AutoModelForImageTextToText.from_pretrained(str(path))
