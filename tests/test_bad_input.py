@@ -337,3 +337,23 @@ def test_eos_follows_the_generation_config_as_model_generate_does(tiny_llava_pat
     assert target.eos_token_ids == [target.model.generation_config.eos_token_id]
     target.model.generation_config.eos_token_id = None
     assert Target(target.model, target.processor).eos_token_ids == []
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"top_p": "x"}, "top_p must be in"), ({"top_p": True}, "top_p must be in"),
+    ({"temperature": True}, "temperature must be"), ({"top_k": True}, "top_k must be"),
+    ({"seed": "abc", "temperature": 1.0}, "seed must be an integer"), ({"seed": 2**70}, "seed must be an integer"),
+    ({"seed": -1}, "seed must be an integer"),
+])
+def test_bad_sampling_options_are_one_line_errors(pipe, options, message):
+    with pytest.raises(InputError, match=message):
+        pipe.generate(random_image(0), "Describe this.", max_new_tokens=2, **options)
+
+
+def test_draft_length_true_is_refused():
+    from vlmspec import ScheduleConfig
+
+    with pytest.raises(InputError, match="draft_length must be an integer"):
+        ScheduleConfig.parse(True)
+    with pytest.raises(InputError, match="draft_length must be an integer"):
+        ScheduleConfig(draft_length=True)

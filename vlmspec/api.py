@@ -205,6 +205,8 @@ class Pipeline:
         return sampling, criteria
 
     def _generator(self, sampling: SamplingParams, seed: int | None) -> torch.Generator | None:
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63):
+            raise InputError(f"seed must be an integer in [0, 2**63) or None, got {seed!r}.")
         if sampling.greedy:
             return None
         generator = torch.Generator(device=self.target.device)

@@ -22,15 +22,17 @@ class SamplingParams:
     top_p: float | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.temperature, (int, float)) or not math.isfinite(self.temperature):
+        if (not isinstance(self.temperature, (int, float)) or isinstance(self.temperature, bool)
+                or not math.isfinite(self.temperature)):
             raise InputError(f"temperature must be a finite number >= 0, got {self.temperature!r}.")
         if self.temperature < 0:
             raise InputError(
                 f"temperature must be >= 0 (0 = greedy), got {self.temperature}; pass temperature=0 for greedy."
             )
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+        if self.top_k is not None and (not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1):
             raise InputError(f"top_k must be a positive integer or None, got {self.top_k!r}.")
-        if self.top_p is not None and not (0.0 < float(self.top_p) <= 1.0):
+        if self.top_p is not None and (not isinstance(self.top_p, (int, float)) or isinstance(self.top_p, bool)
+                                       or not 0.0 < self.top_p <= 1.0):
             raise InputError(f"top_p must be in (0, 1], got {self.top_p!r}; use top_p=1.0 or None to disable it.")
 
     @property

@@ -31,7 +31,7 @@ class ScheduleConfig:
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULE_KINDS:
             raise InputError(f"draft schedule must be one of {', '.join(SCHEDULE_KINDS)}; got {self.kind!r}.")
-        if not (isinstance(self.draft_length, int) and self.draft_length >= 0):
+        if not (isinstance(self.draft_length, int) and not isinstance(self.draft_length, bool) and self.draft_length >= 0):
             raise InputError(f"draft_length must be an integer >= 0, got {self.draft_length!r}.")
         if not (1 <= self.min_length <= self.max_length):
             raise InputError(f"need 1 <= min_length <= max_length, got {self.min_length}, {self.max_length}.")
@@ -41,6 +41,8 @@ class ScheduleConfig:
         """Accept 5, "5", "adaptive", "cost-aware" or a ScheduleConfig."""
         if isinstance(value, ScheduleConfig):
             return value
+        if isinstance(value, bool):
+            raise InputError(f"draft_length must be an integer or a schedule name, got {value!r}.")
         if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
             return cls(kind="fixed", draft_length=int(value))
         return cls(kind=str(value), draft_length=4)
