@@ -220,3 +220,21 @@ def test_mix_masks_every_assistant_turn_and_only_those(recipe, tiny_llava_path):
     assert int((labels[0] != -100).sum()) == sum(b - a for a, b in spans) and int((labels[1] != -100).sum()) == 0
     cut, cut_spans = mix.encode_turns(processor, tok, turns[:1], image=False, finished=False)
     assert len(cut) == cut_spans[0][1] and not tok.decode(cut[cut_spans[0][0]:]).rstrip().endswith("im_end|>")
+
+
+def test_a_huge_lone_shape_labels_every_cell_it_covers(recipe):
+    # A lone huge shape spills over its neighbours: the cell heads of the tokens that see its
+    # outline learn its kind too (the centre cell alone shows only its flat interior).
+    from vlmspec.data.synthetic import ShapeSpec
+
+    huge = ShapeSpec(kind="star", color="red", size="large", cx=0.5, cy=0.5, cell=(1, 1), radius=0.4)
+    assert recipe.covered_cells(huge, 192, 192) == sorted(recipe.CELLS)  # reaches into all nine
+    middling = ShapeSpec(kind="star", color="red", size="large", cx=0.5, cy=0.5, cell=(1, 1), radius=0.25)
+    assert recipe.covered_cells(middling, 192, 192) == sorted({(1, 1), (0, 1), (1, 0), (1, 2), (2, 1)})
+    small = ShapeSpec(kind="star", color="red", size="small", cx=0.5, cy=0.5, cell=(1, 1))
+    assert recipe.covered_cells(small, 192, 192) == [(1, 1)]
+    scene = generate_scene("huge", kind="shapes", style="varied")
+    scene.shapes = (huge,)
+    scene.width = scene.height = 192
+    kinds = recipe.cell_token_labels([scene])[0, :, 1]  # [36]
+    assert int((kinds == recipe.SHAPE_KINDS.index("star") + 1).sum()) == 36

@@ -68,3 +68,22 @@ def test_dataset_builder_is_deterministic_and_splits_are_disjoint():
 def test_unknown_kind_is_rejected():
     with pytest.raises(ValueError, match="unknown scene kind"):
         generate_scene(1, kind="video")
+
+
+def test_varied_shapes_are_sometimes_anti_aliased_and_upright():
+    # Half the varied shape scenes are drawn supersampled: their edges hold blended colours a
+    # plain polygon fill never makes; some shapes stand at rotation 0.
+    import numpy as np
+
+    from vlmspec.data.synthetic import generate_scene
+
+    scenes = [generate_scene(f"aa{i}", kind="shapes", style="varied") for i in range(40)]
+    assert any(sh.rotation == 0.0 for s in scenes for sh in s.shapes)
+    assert any(s.texture == "flat" and s.jpeg_quality == 0 for s in scenes)
+
+    def colours(scene) -> int:
+        return len(np.unique(np.asarray(scene.image).reshape(-1, 3), axis=0))
+
+    flat = [colours(s) for s in scenes if s.texture == "flat" and s.jpeg_quality == 0 and not s.outline]
+    # flat background + k solid fills: k + 1 colours when aliased, many more when anti-aliased
+    assert min(flat) <= 6 < max(flat)

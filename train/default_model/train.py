@@ -230,9 +230,29 @@ def cell_token_labels(scenes) -> torch.Tensor:
     out = torch.zeros((len(scenes), 9, 3), dtype=torch.long)
     for i, scene in enumerate(scenes):
         for sh in scene.shapes:
-            out[i, CELLS.index(tuple(sh.cell))] = torch.tensor([
+            label = torch.tensor([
                 COLOR_NAMES.index(sh.color) + 1, SHAPE_KINDS.index(sh.kind) + 1, SIZE_NAMES.index(sh.size) + 1])
+            for cell in covered_cells(sh, scene.width, scene.height):
+                out[i, CELLS.index(cell)] = label
     return out[:, cell_of_token]
+
+
+def covered_cells(sh, width: int, height: int) -> list[tuple[int, int]]:
+    """The 3x3 cells a shape's cell heads label: its own cell, plus, for a huge lone shape
+    (``styles.HUGE_RADIUS``), every cell it reaches well into, so the tokens that see its outline
+    (where the kind shows) learn the kind too, not only its flat interior."""
+    from vlmspec.data.styles import HUGE_RADIUS
+
+    cells = {tuple(sh.cell)}
+    if sh.r < HUGE_RADIUS[0]:
+        return sorted(cells)
+    reach = 0.8 * sh.r * min(width, height)
+    for row, col in CELLS:  # distance from the shape's centre to the cell's nearest point, in pixels
+        dx = max(col / 3 - sh.cx, 0.0, sh.cx - (col + 1) / 3) * width
+        dy = max(row / 3 - sh.cy, 0.0, sh.cy - (row + 1) / 3) * height
+        if math.hypot(dx, dy) < reach:
+            cells.add((row, col))
+    return sorted(cells)
 
 
 def occurrences(slot: list[int]) -> list[tuple[int, int]]:

@@ -404,7 +404,15 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
     if how and n > 2 and rng.random() < 0.5:
         body[0] = rng.choice((f"Listing them {how}: ", f"Going {how}, ", f"Taking them {how}: ")) + body[0][0].lower() + body[0][1:]
     extra = []
-    if n > 1 and rng.random() < 0.5:
+    if n == 1:
+        sh = shapes[0]
+        extra.append(rng.choice((
+            f"It is {'quite big' if sh.size == 'large' else 'fairly small' if sh.size == 'small' else 'of medium size'}"
+            f" and filled with a single {_colour_word(rng)}.",
+            f"The {sh.kind} is the only thing drawn, a {sh.size} {sh.color} one.",
+            f"Its {_colour_word(rng)} is {sh.color}, and it is {sh.size} compared with the frame.",
+        )))
+    if n > 1 and rng.random() < 0.85:
         extra.append(rng.choice((
             f"The {_colour_word(rng)}s used are {_join(sorted(s.color for s in shapes))}, one per shape.",
             f"Each shape has its own {_colour_word(rng)}, so no two share one.",
@@ -426,7 +434,7 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
             extra.append(rng.choice(("None of the shapes overlap.", "The shapes are spread out and do not touch.")))
     outlined = getattr(scene, "outline", False)
     closing = rng.choice((
-        "", "", "The shapes are filled with solid colour" + (", each with an outline." if outlined else " and have no outlines."),
+        "", "The shapes are filled with solid colour" + (", each with an outline." if outlined else " and have no outlines."),
         "The shapes are drawn in a simple, flat style.", "There is nothing else in the picture.",
         "It is a simple, tidy composition.", "No text or numbers appear in the image.",
     ))
@@ -462,9 +470,16 @@ def _list_shapes(scene: Scene, rng: random.Random) -> str:
             items.append(f"{s.size} {s.color} {s.kind} - {s.position}")
         else:
             items.append(f"{_a(s.color + ' ' + s.kind)}, {s.size}, {_where(s, rng)}")
-    head = rng.choice(("", "", "Here are the objects:", "The image contains:", f"{_cap(_num(len(items)))} item{'s' if len(items) != 1 else ''}:"))
+    n = len(items)
+    head = rng.choice(("", "Here are the objects:", "The image contains:", f"{_cap(_num(n))} item{'s' if n != 1 else ''}:",
+                       f"Here {'is' if n == 1 else 'are'} the {_num(n)} shape{'s' if n != 1 else ''} I can see:"))
     body = _list_lines(items, rng)
-    return f"{head}\n{body}" if head else body
+    tail = rng.choice(("", f"That makes {_num(n)} shape{'s' if n != 1 else ''} in total, on {_background(scene, rng)}.",
+                       f"All of them are drawn on {_background(scene, rng)}." if n > 1 else
+                       f"It is drawn on {_background(scene, rng)}.",
+                       "Nothing else appears in the image."))
+    text = f"{head}\n{body}" if head else body
+    return f"{text}\n{tail}" if tail else text
 
 
 def _size_groups(shapes: Sequence[ShapeSpec]) -> tuple[list[ShapeSpec], list[ShapeSpec]]:

@@ -8,7 +8,8 @@ module adds, for ``generate_scene(seed, style="varied")``:
   ``(220, 40, 40)`` are both "red") plus a small per-scene jitter;
 * backgrounds: more pale colours, flat / noisy / gradient fills, or a photograph (the
   background is then named ``"photo"``) behind the shapes;
-* shapes: any rotation, a continuous radius per size class, optional outlines, and a single
+* shapes: any rotation (a third upright), a continuous radius per size class, optional outlines,
+  anti-aliased (supersampled) drawing for half the scenes, and a single
   shape that may fill most of the frame (it is then "large" and in the centre cell);
 * text: three font families; JPEG artefacts on a share of all images;
 * ``kind == "photo"``: a random crop of a natural photograph shipped with scikit-image
@@ -50,6 +51,10 @@ TEXTURES = (("flat", 0.45), ("noise", 0.2), ("gradient", 0.2), ("photo", 0.15))
 VARIED_KIND_WEIGHTS = (("shapes", 0.5), ("text", 0.15), ("chart", 0.2), ("photo", 0.15))
 RADIUS_RANGES = {"small": (0.045, 0.09), "medium": (0.095, 0.125), "large": (0.135, 0.17)}  # / min(w, h)
 HUGE_RADIUS = (0.22, 0.42)  # a single shape filling most of the frame ("large", centre cell)
+HUGE_SHARE = 0.6  # share of lone shapes drawn huge
+UPRIGHT_SHARE = 0.35  # share of shapes drawn at rotation 0 (upright, as most drawing tools place them)
+SMOOTH_SHARE = 0.5  # share of shape scenes drawn anti-aliased (supersampled), as matplotlib / vector tools do
+SUPERSAMPLE = 4
 FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansMono-Bold.ttf")
 
 
@@ -106,11 +111,12 @@ def background_image(scene, rng: random.Random) -> Image.Image:
 
 
 # ------------------------------------------------------------------------------ drawing
-def _draw_shape(draw: ImageDraw.ImageDraw, sh, w: int, h: int, rng: random.Random, outline: bool) -> None:
+def _draw_shape(draw: ImageDraw.ImageDraw, sh, w: int, h: int, rng: random.Random, outline: bool,
+                line_scale: int = 1) -> None:
     cx, cy, r = sh.cx * w, sh.cy * h, sh.radius * min(w, h)
     fill = shape_rgb(sh.color, rng)
     line = jitter((25, 25, 25), rng, 15) if outline else None
-    width = rng.randint(1, 4) if outline else 0
+    width = rng.randint(1, 4) * line_scale if outline else 0
     if sh.kind == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=line, width=width)
     else:
@@ -128,10 +134,20 @@ def render_varied(scene) -> Image.Image:
         img = photos.random_crop(photos.load_photo(scene.photo), rng, scene.width, scene.height)
     else:
         img = background_image(scene, rng)
-        draw = ImageDraw.Draw(img)
         w, h = scene.width, scene.height
-        for sh in scene.shapes:
-            _draw_shape(draw, sh, w, h, rng, outline=scene.outline)
+        if scene.shapes and rng.random() < SMOOTH_SHARE:  # anti-aliased: draw 4x larger with a mask, downsample
+            k = SUPERSAMPLE
+            layer = Image.new("RGBA", (w * k, h * k), (0, 0, 0, 0))
+            big = ImageDraw.Draw(layer)
+            for sh in scene.shapes:
+                _draw_shape(big, sh, w * k, h * k, rng, outline=scene.outline, line_scale=k)
+            small = layer.resize((w, h), resample=Image.LANCZOS)  # PIL resizes RGBA premultiplied: no dark fringe
+            img = Image.alpha_composite(img.convert("RGBA"), small).convert("RGB")
+        else:
+            draw = ImageDraw.Draw(img)
+            for sh in scene.shapes:
+                _draw_shape(draw, sh, w, h, rng, outline=scene.outline)
+        draw = ImageDraw.Draw(img)
         if scene.text is not None:
             t = scene.text
             f = font(rng.choice(FONTS), max(12, int(t.font_frac * h)))
@@ -147,21 +163,26 @@ def render_varied(scene) -> Image.Image:
 
 # ----------------------------------------------------------------------------- sampling
 def sample_shapes(rng: random.Random, shape_spec, kinds_all, colors_all, cells_all, cell_centre) -> tuple:
-    """1-5 shapes in distinct cells; a lone shape may be huge (then centred)."""
-    n = rng.choice((1, 1, 2, 2, 3, 3, 4, 5))
+    """1-5 shapes in distinct cells (a third of scenes: one shape); a lone shape is often huge
+    (then centred); some shapes stand upright (rotation 0)."""
+    n = rng.choice((1, 1, 1, 2, 2, 3, 3, 4, 5))
     kinds = rng.sample(kinds_all, n)
     colors = rng.sample(colors_all, n)
-    if n == 1 and rng.random() < 0.4:
+
+    def rotation() -> float:
+        return 0.0 if rng.random() < UPRIGHT_SHARE else round(rng.uniform(0, 360), 2)
+
+    if n == 1 and rng.random() < HUGE_SHARE:
         radius = rng.uniform(*HUGE_RADIUS)
         cx, cy = 0.5 + rng.uniform(-0.04, 0.04), 0.5 + rng.uniform(-0.04, 0.04)
         return (shape_spec(kind=kinds[0], color=colors[0], size="large", cx=round(cx, 4), cy=round(cy, 4),
-                           cell=(1, 1), rotation=round(rng.uniform(0, 360), 2), radius=round(radius, 4)),)
+                           cell=(1, 1), rotation=rotation(), radius=round(radius, 4)),)
     shapes = []
     for k, c, cell in zip(kinds, colors, rng.sample(cells_all, n)):
         cx, cy = cell_centre(rng, cell)
         size = rng.choice(tuple(RADIUS_RANGES))
         shapes.append(shape_spec(kind=k, color=c, size=size, cx=round(cx, 4), cy=round(cy, 4), cell=cell,
-                                 rotation=round(rng.uniform(0, 360), 2), radius=round(rng.uniform(*RADIUS_RANGES[size]), 4)))
+                                 rotation=rotation(), radius=round(rng.uniform(*RADIUS_RANGES[size]), 4)))
     return tuple(shapes)
 
 
