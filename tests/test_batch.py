@@ -127,3 +127,23 @@ def test_batch_of_one_and_bad_batches(targets):
         pipe.generate_batch([])
     with pytest.raises(InputError, match=r"\(image, prompt\) pairs"):
         pipe.generate_batch(["just a prompt"])
+
+
+def test_streamed_batch_pieces_add_up_to_each_sequences_text(targets, drafters):
+    """generate_batch(stream=True): (index, piece) events, interleaved across the batch as each
+    sequence accepts tokens; each sequence's pieces join to its text, equal to the plain batch's."""
+    from vlmspec import BatchStream
+
+    target = targets["llava"]
+    pipe = Pipeline(target, drafters("other", "llava"), ScheduleConfig.parse(3))
+    pairs = pairs_for(9)
+    plain = pipe.generate_batch(pairs, max_new_tokens=24)
+    stream = pipe.generate_batch(pairs, max_new_tokens=24, stream=True)
+    assert isinstance(stream, BatchStream) and stream.results is None
+    events = list(stream)
+    joined = ["".join(piece for i, piece in events if i == b) for b in range(len(pairs))]
+    assert joined == [r.text for r in stream.results] == [r.text for r in plain]
+    assert [r.token_ids for r in stream.results] == [r.token_ids for r in plain]
+    order = [i for i, _ in events]
+    assert order != sorted(order), "events should interleave across the batch, not come one sequence at a time"
+    assert all(order.count(b) > 1 for b in range(len(pairs)))

@@ -16,7 +16,7 @@ from .lazy import lazy_exports
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    **dict.fromkeys(["Pipeline", "Result", "TextStream", "generate", "load"], ".api"),
+    **dict.fromkeys(["BatchStream", "Pipeline", "Result", "TextStream", "generate", "load"], ".api"),
     **dict.fromkeys(["Draft", "DraftContext", "Drafter", "StepFeedback"], ".core.drafter"),
     "Metrics": ".core.metrics",
     "SamplingParams": ".core.sampling",

@@ -59,6 +59,34 @@ class TextStream:
         return self._pieces
 
 
+@dataclass
+class BatchStream:
+    """Iterate to receive ``(index, text piece)`` events as each sequence of a batch accepts
+    tokens (``index``: the pair's position in the batch); ``.results`` is set when it ends."""
+
+    _events: Iterator[tuple[int, str]]
+    results: list[Result] | None = field(default=None)
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        return self._events
+
+
+class _TextDelta:
+    """The new text of a growing token list since the last call (whole characters only)."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.printed = tokenizer, 0
+
+    def __call__(self, token_ids: list[int], final: str | None = None) -> str:
+        text = final if final is not None else self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        if final is None and text.endswith("\ufffd"):
+            return ""  # an incomplete multi-byte character: wait for the next tokens
+        if len(text) <= self.printed:
+            return ""
+        piece, self.printed = text[self.printed :], len(text)
+        return piece
+
+
 class Pipeline:
     """A loaded target + drafter, reused across calls."""
 
@@ -128,10 +156,12 @@ class Pipeline:
         top_k: int | None = None,
         seed: int | None = None,
         stop: Sequence[str] = (),
-    ) -> list[Result]:
+        stream: bool = False,
+    ) -> "list[Result] | BatchStream":
         """Generate for several (image, prompt) pairs at once: one target forward per step for
         the whole batch, each sequence accepting its own number of tokens. Each output equals
-        the output of `generate` on that pair alone (with sampling: with the same seed)."""
+        the output of `generate` on that pair alone (with sampling: with the same seed).
+        ``stream=True``: a `BatchStream` of ``(index, text piece)`` events, results at its end."""
         if not pairs:
             raise InputError("generate_batch needs at least one (image, prompt) pair.")
         sampling, criteria = self._decoding_options(max_new_tokens, temperature, top_p, top_k, stop)
@@ -143,7 +173,7 @@ class Pipeline:
             self.target.check_context(samples[-1]["input_ids"].shape[1], max_new_tokens)
         stops = [StopTracker(criteria) for _ in samples]
         recorders = [self._recorder() for _ in samples]
-        speculative_decode_batch(
+        steps = speculative_decode_batch(
             BatchTarget(self.target),
             [self.drafter.fork() for _ in samples],
             samples,
@@ -153,7 +183,13 @@ class Pipeline:
             recorders,
             [self._generator(sampling, seed) for _ in samples],
         )
-        return [self._result(tracker, recorder) for tracker, recorder in zip(stops, recorders)]
+        if not stream:
+            for _ in steps:
+                pass
+            return [self._result(tracker, recorder) for tracker, recorder in zip(stops, recorders)]
+        batch_stream = BatchStream(iter(()))
+        batch_stream._events = self._stream_batch(steps, stops, recorders, batch_stream)
+        return batch_stream
 
     def autotune(self, pairs: Sequence[tuple], *, max_new_tokens: int = 48) -> str:
         """Fit the draft length (chain drafters) or dynamic-tree shape (tree drafters) to this machine.
@@ -246,18 +282,24 @@ class Pipeline:
                       drafter_name(self.drafter))
 
     def _stream_text(self, steps, tracker: StopTracker, recorder, text_stream: TextStream) -> Iterator[str]:
-        printed = 0
+        delta = _TextDelta(self.target.tokenizer)
         for _ in steps:
-            text = self.target.tokenizer.decode(tracker.generated, skip_special_tokens=True)
-            if text.endswith("\ufffd"):
-                continue  # an incomplete multi-byte character: wait for the next tokens
-            if len(text) > printed:
-                yield text[printed:]
-                printed = len(text)
+            if piece := delta(tracker.generated):
+                yield piece
         text_stream.result = self._result(tracker, recorder)
-        final = text_stream.result.text
-        if len(final) > printed:
-            yield final[printed:]
+        if piece := delta(tracker.generated, final=text_stream.result.text):
+            yield piece
+
+    def _stream_batch(self, steps, stops: list[StopTracker], recorders, batch_stream: BatchStream):
+        deltas = [_TextDelta(self.target.tokenizer) for _ in stops]
+        for stepped in steps:
+            for b in stepped:
+                if piece := deltas[b](stops[b].generated):
+                    yield b, piece
+        batch_stream.results = [self._result(t, r) for t, r in zip(stops, recorders)]
+        for b, result in enumerate(batch_stream.results):
+            if piece := deltas[b](stops[b].generated, final=result.text):
+                yield b, piece
 
 
 def load(

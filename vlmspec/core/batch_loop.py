@@ -8,6 +8,7 @@ drafter calls, same verification, same random stream), so outputs match single r
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -29,8 +30,11 @@ def speculative_decode_batch(
     stops: list[StopTracker],
     recorders: list[MetricsRecorder],
     generators: list[torch.Generator | None],
-) -> None:
-    """Run every sequence to completion; results accumulate in `stops` and `recorders`."""
+) -> Iterator[list[int]]:
+    """Run every sequence to completion; results accumulate in `stops` and `recorders`.
+
+    A generator: after the prefill and after every verification step it yields the indices of
+    the sequences that gained tokens (iterate it to the end to run the batch)."""
     need_hidden = any(d.needs_target_hidden for d in drafters)
     started = time.perf_counter()
     state, first_logits = batch_target.prefill(samples, need_hidden)  # first_logits [batch, vocab]
@@ -42,6 +46,7 @@ def speculative_decode_batch(
         committed.append(torch.cat([view.prompt_ids[0], view.prompt_ids.new_tensor([first])]))  # [seq]
         drafters[b].begin(DraftContext(batch_target.target, view, sampling, generators[b]))
     batch_target.keep(state, [[] for _ in samples], [not s.done for s in stops])
+    yield list(range(len(samples)))
 
     try:
         while state.active:
@@ -70,7 +75,9 @@ def speculative_decode_batch(
                 recorders[b].step(draft.depth, accepted.num_accepted, draft_seconds[i], verify_seconds, requested[i])
                 kept_rows.append(rows)
                 alive.append(not stops[b].done)
+            stepped = list(state.active)
             batch_target.keep(state, kept_rows, alive)
+            yield stepped
     finally:
         for drafter in drafters:
             drafter.end()
