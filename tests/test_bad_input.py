@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -357,3 +359,27 @@ def test_draft_length_true_is_refused():
         ScheduleConfig.parse(True)
     with pytest.raises(InputError, match="draft_length must be an integer"):
         ScheduleConfig(draft_length=True)
+
+
+def test_checkpoint_names_are_found_in_the_local_cache_without_network(tiny_llava_path, tmp_path, monkeypatch):
+    # A hub name is looked up in the Hugging Face cache first, with no network call: a cached
+    # snapshot loads even with the network switched on but unreachable; a missing one (offline)
+    # names the cache folder it looked in.
+    import shutil
+
+    from vlmspec.target import Target
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--some-org--tiny-llava"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    shutil.copytree(tiny_llava_path, snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # any network attempt would fail
+    target = Target.load("some-org/tiny-llava")
+    assert Path(target.model.name_or_path) == snapshot
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match=rf"not in the local Hugging Face cache \({re.escape(str(cache))}"):
+        Target.load("some-org/not-cached")

@@ -509,3 +509,34 @@ def test_ddp_sees_a_gradient_for_every_parameter(tiny_llava_path, data_dir, tmp_
         trainer.unroll(batch, teacher, context)["loss"].backward()
         missing = [p for p in params if p.grad is None]
         assert bool(missing) != touch
+
+
+def test_ctrl_c_says_where_the_checkpoint_is_and_how_to_resume(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from vlmspec.training import cli as train_cli
+    from vlmspec.training import trainer as trainer_module
+
+    out = tmp_path / "run"
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"drafter": "eagle", "target": "vlmspec-default", "output_dir": str(out),
+                                  "data": {"sources": [{"kind": "synthetic", "n": 4}]}}))
+
+    class Interrupted:
+        def __init__(self, config):
+            self.config = config
+
+        def train(self):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module, "Trainer", Interrupted)
+    args = argparse.Namespace(config=str(config), overrides=[], output_dir=None, target=None, resume=None,
+                              max_steps=None, no_progress=True, prepare_data_only=False)
+    assert train_cli.run_train_command(args) == 130
+    message = capsys.readouterr().err
+    assert "before the first checkpoint" in message and "--resume latest" in message
+    (out / "checkpoints" / "step-00000050").mkdir(parents=True)
+    (out / "checkpoints" / "latest").write_text("step-00000050\n")
+    assert train_cli.run_train_command(args) == 130
+    message = capsys.readouterr().err
+    assert "step-00000050" in message and f"--config {config} --resume latest" in message

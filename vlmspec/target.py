@@ -21,6 +21,7 @@ from .core.cache import cache_kwargs, cache_length, keep_positions, truncate_cac
 from .core.masks import model_mask
 from .core.tree import is_chain, tree_attention
 from .errors import InputError, ModelLoadError, NumericalError, PromptError, UnsupportedError
+from .hub import resolve_checkpoint
 from .quiet import quiet_transformers
 
 # Architectures whose prefill / cache / image-token layout vlmspec is tested against.
@@ -128,22 +129,26 @@ class Target:
         local_only = config.local_files_only
         if local_only is None:
             local_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-        kwargs = dict(trust_remote_code=config.trust_remote_code, local_files_only=local_only)
         is_dir = Path(source).is_dir()
         if not is_dir and (Path(source).exists() or source.startswith((".", "/", "~"))):
             raise ModelLoadError(f"Target path {source} is not a directory; pass a checkpoint directory or name.")
+        name = source
+        if not is_dir:  # a checkpoint name: the local cache first, no network (vlmspec.hub)
+            source, local_only = resolve_checkpoint(source, local_only)
+        kwargs = dict(trust_remote_code=config.trust_remote_code, local_files_only=local_only)
         try:
             hf_config = AutoConfig.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as exc:
-            where = "directory" if is_dir else "checkpoint name (looked up in the local Hugging Face cache)"
+            where = (f"directory {name!r}" if is_dir else f"checkpoint {name!r} (from the Hub)" if source == name
+                     else f"checkpoint {name!r} (cached at {source})")
             raise ModelLoadError(
-                f"Could not load a model config from {where} {source!r}: {exc}. Pass a local directory holding "
+                f"Could not load a model config from {where}: {exc}. Pass a local directory holding "
                 "a LLaVA-style checkpoint (config.json, weights, processor files), or download the checkpoint "
                 "into the Hugging Face cache first."
             ) from None
         if hf_config.model_type not in SUPPORTED_MODEL_TYPES:
             raise ModelLoadError(
-                f"{source!r} is a {hf_config.model_type!r} checkpoint, not a LLaVA-style image-text-to-text "
+                f"{name!r} is a {hf_config.model_type!r} checkpoint, not a LLaVA-style image-text-to-text "
                 f"model; vlmspec supports {', '.join(SUPPORTED_MODEL_TYPES)}."
             )
         device = config.resolved_device()
@@ -152,7 +157,7 @@ class Target:
             with quiet_transformers():  # no "Loading weights" bar
                 model = AutoModelForImageTextToText.from_pretrained(source, dtype=config.resolved_dtype(), **kwargs)
         except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"Could not load the LLaVA checkpoint {source!r}: {exc}") from None
+            raise ModelLoadError(f"Could not load the LLaVA checkpoint {name!r}: {exc}") from None
         target = cls(model.to(device), processor)
         target.enable_fast_cpu(config.fast_cpu)
         return target

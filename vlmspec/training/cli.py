@@ -50,6 +50,19 @@ def _config_from_args(args):
     return TrainConfig.from_json(args.config, overrides)
 
 
+def interrupted_message(output_dir, config_path: str) -> str:
+    """What to tell a user who pressed Ctrl-C: the newest complete checkpoint and how to resume."""
+    from pathlib import Path
+
+    latest = Path(output_dir) / "checkpoints" / "latest"
+    resume = f"vlmspec train --config {config_path} --resume latest"
+    if latest.is_file() and (latest.parent / latest.read_text().strip()).is_dir():
+        where = latest.parent / latest.read_text().strip()
+        return f"interrupted: the newest complete checkpoint is {where}; continue with: {resume}"
+    return (f"interrupted before the first checkpoint (none in {latest.parent}); run it again to start over, "
+            f"or set checkpoint_every lower (--set checkpoint_every=50) to checkpoint sooner; later runs continue with: {resume}")
+
+
 def run_train_command(args) -> int:
     from .trainer import Trainer
 
@@ -61,7 +74,11 @@ def run_train_command(args) -> int:
         sizes = {k: len(v) for k, v in trainer.pools.items()}
         print(json.dumps({"pools": sizes, "bad_samples": trainer.report.summary()}, indent=2))
         return 0
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    except KeyboardInterrupt:
+        print(interrupted_message(config.output_dir, args.config), file=sys.stderr)
+        return 130
     if trainer.accelerator.is_main_process:
         summary = {"drafter": str(result.drafter_dir), "steps": result.steps, "final_eval": result.final_eval}
         print(json.dumps(summary, indent=2))
