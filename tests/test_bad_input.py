@@ -383,3 +383,115 @@ def test_checkpoint_names_are_found_in_the_local_cache_without_network(tiny_llav
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError, match=rf"not in the local Hugging Face cache \({re.escape(str(cache))}"):
         Target.load("some-org/not-cached")
+
+
+# ------------------------------------------------------- damaged files and stray keywords
+def _bomb_png(path):
+    """A 1x1 PNG whose header claims 30000 x 30000 pixels (PIL's decompression-bomb guard)."""
+    import struct
+    import zlib
+
+    Image.new("L", (1, 1)).save(path)
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"IHDR")
+    raw[at + 4 : at + 12] = struct.pack(">II", 30000, 30000)
+    raw[at + 17 : at + 21] = struct.pack(">I", zlib.crc32(bytes(raw[at : at + 17])) & 0xFFFFFFFF)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def test_a_decompression_bomb_is_an_image_error(pipe, tmp_path):
+    with pytest.raises(ImageError, match="too large to decode safely.*MAX_IMAGE_PIXELS"):
+        pipe.generate(_bomb_png(tmp_path / "bomb.png"), "Describe.")
+
+
+@pytest.fixture(scope="module")
+def saved_eagle(tiny_llava_path, tmp_path_factory):
+    from vlmspec.drafters.eagle import EagleDrafter
+
+    return EagleDrafter.from_target(vlmspec.Target.load(tiny_llava_path)).save_pretrained(
+        tmp_path_factory.mktemp("eagle") / "d")
+
+
+def _damage(kind, folder):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    weights = folder / "model.safetensors"
+    if kind == "truncated":
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif kind == "garbage":
+        weights.write_bytes(b"not a safetensors file" * 4)
+    elif kind == "no-config-section":
+        meta = json.loads((folder / "config.json").read_text())
+        meta.pop("eagle")
+        (folder / "config.json").write_text(json.dumps(meta))
+    elif kind == "wrong-shape":
+        tensors = load_file(weights)
+        name = next(k for k, t in tensors.items() if t.dim() == 2)
+        tensors[name] = torch.zeros(tensors[name].shape[0] + 1, tensors[name].shape[1])
+        save_file(tensors, weights, metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("truncated", "not a readable safetensors file.*truncated or corrupt"),
+    ("garbage", "not a readable safetensors file"),
+    ("no-config-section", 'no "eagle" section'),
+    ("wrong-shape", r"do not fit this model's configuration \(fc.weight: file \(65, 128\) vs model \(64, 128\)"),
+])
+def test_a_damaged_drafter_is_a_load_error_in_the_api_and_the_cli(kind, message, saved_eagle, tiny_llava_path,
+                                                                   tmp_path, capsys):
+    import shutil
+
+    from vlmspec.cli import main
+
+    folder = shutil.copytree(saved_eagle, tmp_path / kind)
+    _damage(kind, folder)
+    with pytest.raises(ModelLoadError, match=message):
+        vlmspec.build_drafter(f"eagle:{folder}", vlmspec.Target.load(tiny_llava_path))
+    assert main(["generate", "--target", str(tiny_llava_path), "--drafter", f"eagle:{folder}", "--prompt", "hi"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage"])
+def test_damaged_checkpoint_weights_are_load_errors(how, tiny_llava_path, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(tiny_llava_path, tmp_path / "ckpt")
+    weights = next(folder.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:200] if how == "truncated" else b"xx" * 50)
+    with pytest.raises(ModelLoadError, match="not a readable safetensors file"):
+        vlmspec.Target.load(folder)
+    with pytest.raises(ModelLoadError, match="draft model.*not a readable safetensors file"):
+        vlmspec.build_drafter(f"model:{folder}", vlmspec.Target.load(tiny_llava_path))
+
+
+def test_prompt_of_the_wrong_type_says_so(pipe):
+    with pytest.raises(PromptError, match="must be a string, got int"):
+        pipe.generate(random_image(0), 123)
+
+
+def test_bad_pixel_values_in_inputs(pipe):
+    inputs = pipe.prepare(random_image(0), "Describe.")
+    with pytest.raises(InputError, match=r"\(7, 7\) pixels but the vision tower takes 32x32"):
+        pipe.generate(inputs={**inputs, "pixel_values": torch.zeros(1, 3, 7, 7)})
+    with pytest.raises(InputError, match="must be a float tensor"):
+        pipe.generate(inputs={**inputs, "pixel_values": inputs["pixel_values"].tolist()})
+
+
+@pytest.mark.parametrize("kwarg,message", [
+    ({"repetition_penalty": 1.2}, "repetition_penalty=1.2 changes model.generate"),
+    ({"no_repeat_ngram_size": 3}, "not be lossless"),
+    ({"do_sample": True}, "temperature > 0"),
+    ({"max_length": 30}, "max_new_tokens"),
+    ({"num_beams": 2}, "beam search"),
+])
+def test_model_generate_keywords_get_named_errors(pipe, kwarg, message):
+    with pytest.raises(UnsupportedError, match=message):
+        pipe.generate(random_image(0), "Describe.", **kwarg)
+    with pytest.raises(UnsupportedError, match=message):
+        pipe.generate_batch([(random_image(0), "Describe.")], **kwarg)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        pipe.generate(random_image(0), "Describe.", colour="red")

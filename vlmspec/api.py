@@ -27,7 +27,7 @@ from .core.drafter import Drafter
 from .drafters.registry import build_drafter, drafter_name
 from .errors import DraftDepthWarning, InputError, PromptError
 from .images import ImageLike, load_image
-from .target import Target, TargetConfig, check_generation_config
+from .target import Target, TargetConfig, check_generation_config, refuse_generate_kwargs
 
 
 @dataclass
@@ -99,7 +99,10 @@ class Pipeline:
 
     def prepare(self, image: "ImageLike | Sequence[ImageLike] | None", prompt: str) -> dict:
         """Processor outputs for `target.model.generate(**inputs)`; the prompt goes through the chat template."""
-        if not isinstance(prompt, str) or not prompt.strip():
+        if not isinstance(prompt, str):
+            raise PromptError(f"The prompt must be a string, got {type(prompt).__name__} ({prompt!r:.40}); "
+                              "pass the question or instruction as prompt='...'.")
+        if not prompt.strip():
             raise PromptError("The prompt is empty; pass the question or instruction as prompt='...'.")
         if image is None:
             images = []
@@ -122,7 +125,9 @@ class Pipeline:
         seed: int | None = None,
         stop: Sequence[str] = (),
         stream: bool = False,
+        **unsupported,
     ) -> "Result | TextStream":
+        refuse_generate_kwargs(unsupported)
         sampling, criteria = self._decoding_options(max_new_tokens, temperature, top_p, top_k, stop)
         model_inputs = self._model_inputs(image, prompt, inputs)
         self.target.check_context(model_inputs["input_ids"].shape[1], max_new_tokens)
@@ -157,11 +162,13 @@ class Pipeline:
         seed: int | None = None,
         stop: Sequence[str] = (),
         stream: bool = False,
+        **unsupported,
     ) -> "list[Result] | BatchStream":
         """Generate for several (image, prompt) pairs at once: one target forward per step for
         the whole batch, each sequence accepting its own number of tokens. Each output equals
         the output of `generate` on that pair alone (with sampling: with the same seed).
         ``stream=True``: a `BatchStream` of ``(index, text piece)`` events, results at its end."""
+        refuse_generate_kwargs(unsupported)
         if not pairs:
             raise InputError("generate_batch needs at least one (image, prompt) pair.")
         sampling, criteria = self._decoding_options(max_new_tokens, temperature, top_p, top_k, stop)
@@ -253,7 +260,7 @@ class Pipeline:
         if inputs is not None:
             if image is not None or prompt is not None:
                 raise InputError("Pass either image/prompt or inputs=processor_outputs, not both.")
-            _check_inputs(inputs, self.target.vocab_size)
+            _check_inputs(inputs, self.target)
             device = self.target.device
             return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
         if prompt is None:
@@ -330,8 +337,9 @@ def load(
     return Pipeline(loaded, built, schedule)
 
 
-def _check_inputs(inputs, vocab_size: int) -> None:
+def _check_inputs(inputs, target: Target) -> None:
     """`inputs=`: one processor output (input_ids [1, prompt_len], optional attention_mask, pixel_values)."""
+    vocab_size = target.vocab_size
     if not isinstance(inputs, dict) or "input_ids" not in inputs:
         raise InputError("inputs must be the processor's output: a dict with input_ids (and pixel_values).")
     ids = inputs["input_ids"]
@@ -351,6 +359,16 @@ def _check_inputs(inputs, vocab_size: int) -> None:
     if mask is not None and (not torch.is_tensor(mask) or tuple(mask.shape) != tuple(ids.shape)):
         shape = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
         raise InputError(f"inputs['attention_mask'] must have input_ids' shape {tuple(ids.shape)}; got {shape}.")
+    pixels = inputs.get("pixel_values")
+    if pixels is not None:
+        side = getattr(getattr(target.model.config, "vision_config", None), "image_size", None)
+        if not torch.is_tensor(pixels) or not pixels.dtype.is_floating_point or pixels.dim() not in (4, 5):
+            shape = tuple(pixels.shape) if torch.is_tensor(pixels) else type(pixels).__name__
+            raise InputError(f"inputs['pixel_values'] must be a float tensor [images, 3, H, W] (or [images, patches, "
+                             f"3, H, W]) as the processor returns with return_tensors='pt'; got {shape}.")
+        if side and tuple(pixels.shape[-2:]) != (side, side):
+            raise InputError(f"inputs['pixel_values'] are {tuple(pixels.shape[-2:])} pixels but the vision tower "
+                             f"takes {side}x{side}; make them with the target's own processor.")
 
 
 def _stop_strings(stop) -> tuple[str, ...]:

@@ -61,6 +61,11 @@ def _open_bytes(data: bytes, source: str) -> Image.Image:
     try:
         pil = Image.open(io.BytesIO(data))
         pil.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageError(
+            f"{source} claims to be too large to decode safely ({exc}); it is corrupt or a decompression bomb. "
+            "Pass a smaller image, or, for a trusted file, raise PIL.Image.MAX_IMAGE_PIXELS first."
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(
             f"Could not decode {source} as an image ({exc.__class__.__name__}: {exc}); "

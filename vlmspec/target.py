@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, DynamicCache
 
 from .core.cache import cache_kwargs, cache_length, keep_positions, truncate_cache
@@ -158,6 +159,10 @@ class Target:
                 model = AutoModelForImageTextToText.from_pretrained(source, dtype=config.resolved_dtype(), **kwargs)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"Could not load the LLaVA checkpoint {name!r}: {exc}") from None
+        except SafetensorError as exc:
+            raise ModelLoadError(f"Could not load the LLaVA checkpoint {name!r}: its weights are not a readable "
+                                 f"safetensors file ({exc}); the file is truncated or corrupt. Copy or download "
+                                 "the checkpoint again.") from None
         target = cls(model.to(device), processor)
         target.enable_fast_cpu(config.fast_cpu)
         return target
@@ -355,6 +360,33 @@ def check_generation_config(model) -> None:
                 f"through a logits processor vlmspec does not apply, so the result would not be lossless. Clear "
                 f"it first (model.generation_config.{name} = None) or use model.generate for this setting."
             )
+
+
+# model.generate() keywords that have a vlmspec spelling (the rest of its options are refused by name)
+GENERATE_KWARG_HINTS = {
+    "do_sample": "pass temperature > 0 to sample (temperature=0, the default, is greedy)",
+    "max_length": "pass max_new_tokens (the number of new tokens)",
+    "stop_strings": "pass stop=[...]",
+    "eos_token_id": "set model.generation_config.eos_token_id",
+    "num_beams": "beam search is not speculative decoding; use model.generate for it",
+    "num_return_sequences": "call generate once per sample with different seeds, or generate_batch",
+    "streamer": "pass stream=True and iterate the result",
+    "generator": "pass seed=N",
+}
+
+
+def refuse_generate_kwargs(kwargs: dict) -> None:
+    """Keywords of model.generate() passed to vlmspec: a one-line error naming the field and what
+    to do (vlmspec's spelling, or why it would not be lossless); unknown keywords: TypeError."""
+    for name, value in kwargs.items():
+        if name in GENERATE_KWARG_HINTS:
+            raise UnsupportedError(f"generate() has no {name}=...; {GENERATE_KWARG_HINTS[name]}.")
+        if name in UNSUPPORTED_GENERATION_FIELDS:
+            raise UnsupportedError(
+                f"{name}={value!r} changes model.generate()'s output through a logits processor vlmspec does not "
+                "apply, so the result would not be lossless; drop it, or use model.generate for this setting."
+            )
+        raise TypeError(f"generate() got an unexpected keyword argument {name!r}")
 
 
 def image_spans(ids: torch.Tensor, image_token_id: int, tokens_per_image: list[int]) -> list[tuple[int, int]]:

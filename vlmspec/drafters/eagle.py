@@ -60,6 +60,7 @@ from ..core.drafter import Draft, DraftContext, Drafter, StepFeedback
 from ..core.sampling import warp_probs
 from ..core.tree import node_depths, static_tree
 from ..errors import DrafterMismatchError, InputError, ModelLoadError
+from ..weights import load_weights_into, read_safetensors
 
 TREE_KINDS = ("chain", "static", "dynamic")
 # tree="static" without static_paths: a top-3 / top-2 / top-1 tree of 10 nodes over 4 levels
@@ -415,8 +416,6 @@ class EagleDrafter(nn.Module, Drafter):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, target, config: EagleConfig | None = None) -> "EagleDrafter":
         """Load a saved drafter for `target` (safetensors only). `config` may override how it drafts."""
-        from safetensors.torch import load_file
-
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         if not config_path.is_file() or not weights_path.is_file():
@@ -447,15 +446,20 @@ class EagleDrafter(nn.Module, Drafter):
                 "Load it with the target checkpoint it was trained for, or build and train a drafter for this "
                 "target (EagleDrafter.from_target(target, ...))."
             )
+        if not isinstance(meta.get("eagle"), dict):
+            raise ModelLoadError(
+                f"{config_path} has no \"eagle\" section (the drafter's configuration); the file is incomplete or "
+                "was edited by hand. Save the drafter again with save_pretrained(dir)."
+            )
         saved_config = cls.config_class.from_dict(meta["eagle"])
-        tensors = load_file(str(weights_path))
+        tensors = read_safetensors(weights_path)
         drafter = cls(target, saved_config, draft_vocab=tensors.get("draft_vocab"))
         if type(drafter.layer).__name__ != meta.get("decoder_layer"):
             raise DrafterMismatchError(
                 f"The drafter in {directory} holds a {meta.get('decoder_layer')} but the target's decoder layer is "
                 f"{type(drafter.layer).__name__}; train a drafter for this target."
             )
-        missing, unexpected = drafter.load_state_dict(tensors, strict=False)
+        missing, unexpected = load_weights_into(drafter, tensors, weights_path)
         if missing or unexpected:
             raise ModelLoadError(
                 f"{weights_path} does not match the drafter's parameters (missing {missing}, unexpected {unexpected})."

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors import SafetensorError
 
 from ..core.cache import cache_kwargs, truncate_cache
 from ..core.drafter import Draft, DraftContext, Drafter, StepFeedback
@@ -21,6 +22,7 @@ from ..core.sampling import warp_probs
 from ..core.masks import model_mask
 from ..core.tree import node_depths, static_tree, tree_attention
 from ..errors import DrafterMismatchError, ModelLoadError
+from ..weights import damaged_weights_message
 from ..target import image_token_id_of
 
 
@@ -61,6 +63,8 @@ class ModelDrafter(Drafter):
                 f"Could not load the draft model {source!r}{hint}: {exc}. Pass a directory with a causal LM "
                 "or LLaVA-style checkpoint that uses the target's tokenizer."
             ) from None
+        except SafetensorError as exc:  # a truncated / garbage weights file
+            raise ModelLoadError(f"Could not load the draft model {source!r}: {damaged_weights_message(source, exc)}") from None
         return cls(model.to(device), tokenizer)
 
     @property

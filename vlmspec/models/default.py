@@ -255,11 +255,11 @@ def default_model_dir(*, build: bool = True) -> Path:
     gguf_path()  # clear error naming the install command, before taking any lock
 
     def do_build(tmp: Path) -> None:
-        from safetensors.torch import load_file
+        from ..weights import read_safetensors
 
         meta = json.loads(c.read_text())
         mcfg = DefaultModelConfig.from_dict(meta["model_config"])
-        state = {k: v.float() for k, v in load_file(str(w)).items()}  # fp16 on disk -> fp32
+        state = {k: v.float() for k, v in read_safetensors(w).items()}  # fp16 on disk -> fp32
         model, proc = assemble(*gguf_lm(), mcfg=mcfg)  # no 517 MB intermediate copy in the cache
         trained = {k: v for k, v in state.items() if k.startswith("model.")}
         missing, unexpected = model.load_state_dict(trained, strict=False)
