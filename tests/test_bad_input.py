@@ -293,7 +293,7 @@ def test_the_drafter_that_ran_is_named_in_the_result(tiny_llava_path):
 
 
 def test_stop_strings_are_whole_strings(pipe):
-    from vlmspec.api import _stop_strings
+    from vlmspec.inputs import stop_strings as _stop_strings
 
     assert _stop_strings("~xy") == ("~xy",) and _stop_strings(None) == () and _stop_strings(["a", "b"]) == ("a", "b")
     with pytest.raises(InputError, match="empty string"):

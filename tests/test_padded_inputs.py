@@ -75,3 +75,36 @@ def test_bad_padding_and_malformed_inputs_are_refused(target):
         pipe.generate(inputs={"input_ids": torch.zeros((2, 3), dtype=torch.long)}, max_new_tokens=4)
     with pytest.raises(InputError, match="attention_mask'\\] must have"):
         pipe.generate(inputs=dict(inputs, attention_mask=torch.ones(1, 2, dtype=torch.long)), max_new_tokens=4)
+
+
+@pytest.mark.parametrize("drafter_name", ["lookup", "chain", "tree"])
+def test_a_left_padded_processor_batch_through_generate_batch(target, drafters, drafter_name):
+    """generate_batch(inputs=batch): a multi-row left-padded processor batch (rows of different
+    lengths, one image each) gives, row for row, what model.generate(**batch) gives."""
+    pipe = Pipeline(target, drafters[drafter_name], ScheduleConfig.parse(3))
+    prompts = ["Describe this in detail.", "What?", "Tell me a long story about the colours you can see here."]
+    images = [random_image(40 + i) for i in range(3)]
+    processor = target.processor
+    side, processor.tokenizer.padding_side = processor.tokenizer.padding_side, "left"
+    try:
+        texts = [target.format_prompt(p, 1) for p in prompts]
+        batch = dict(processor(images=images, text=texts, return_tensors="pt", padding=True))
+    finally:
+        processor.tokenizer.padding_side = side
+    assert int((batch["attention_mask"] == 0).sum()) > 0, "the rows should need padding"
+    pad_id = processor.tokenizer.pad_token_id or 0
+    reference = target.model.generate(**batch, max_new_tokens=30, do_sample=False,
+                                      eos_token_id=target.eos_token_ids, pad_token_id=pad_id)
+    results = pipe.generate_batch(inputs=batch, max_new_tokens=30)
+    for b, result in enumerate(results):
+        expected = [t for t in reference[b, batch["input_ids"].shape[1]:].tolist()]
+        # model.generate pads finished rows with pad_token_id after their EOS
+        assert result.token_ids == expected[: len(result.token_ids)]
+        assert all(t == pad_id for t in expected[len(result.token_ids):])
+        alone = pipe.generate(images[b], prompts[b], max_new_tokens=30)
+        assert result.token_ids == alone.token_ids
+    with pytest.raises(InputError, match="pairs or inputs"):
+        pipe.generate_batch([(images[0], prompts[0])], inputs=batch)
+    two_per_row = dict(batch, pixel_values=torch.cat([batch["pixel_values"], batch["pixel_values"][:1]]))
+    with pytest.raises(InputError, match="which of the 4 images"):
+        pipe.generate_batch(inputs=two_per_row)

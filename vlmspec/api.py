@@ -27,6 +27,7 @@ from .core.drafter import Drafter
 from .drafters.registry import build_drafter, drafter_name
 from .errors import DraftDepthWarning, InputError, PromptError
 from .images import ImageLike, load_image
+from .inputs import check_inputs, split_padded_batch, stop_strings
 from .target import Target, TargetConfig, check_generation_config, refuse_generate_kwargs
 
 
@@ -153,8 +154,9 @@ class Pipeline:
 
     def generate_batch(
         self,
-        pairs: Sequence[tuple],
+        pairs: Sequence[tuple] | None = None,
         *,
+        inputs: dict | None = None,
         max_new_tokens: int = 256,
         temperature: float = 0.0,
         top_p: float | None = None,
@@ -167,17 +169,25 @@ class Pipeline:
         """Generate for several (image, prompt) pairs at once: one target forward per step for
         the whole batch, each sequence accepting its own number of tokens. Each output equals
         the output of `generate` on that pair alone (with sampling: with the same seed).
+        ``inputs=``: instead of pairs, one left-padded processor batch (input_ids [batch, len],
+        attention_mask, pixel_values): each row is generated as `model.generate(**inputs)` would.
         ``stream=True``: a `BatchStream` of ``(index, text piece)`` events, results at its end."""
         refuse_generate_kwargs(unsupported)
-        if not pairs:
-            raise InputError("generate_batch needs at least one (image, prompt) pair.")
         sampling, criteria = self._decoding_options(max_new_tokens, temperature, top_p, top_k, stop)
-        samples = []
-        for pair in pairs:
-            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-                raise InputError(f"generate_batch takes (image, prompt) pairs; got {type(pair).__name__}.")
-            samples.append(self.prepare(*pair))
-            self.target.check_context(samples[-1]["input_ids"].shape[1], max_new_tokens)
+        if inputs is not None:
+            if pairs is not None:
+                raise InputError("Pass either (image, prompt) pairs or inputs=processor_batch to generate_batch, not both.")
+            samples = split_padded_batch(inputs, self.target)
+        else:
+            if not pairs:
+                raise InputError("generate_batch needs at least one (image, prompt) pair.")
+            samples = []
+            for pair in pairs:
+                if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                    raise InputError(f"generate_batch takes (image, prompt) pairs; got {type(pair).__name__}.")
+                samples.append(self.prepare(*pair))
+        for sample in samples:
+            self.target.check_context(sample["input_ids"].shape[1], max_new_tokens)
         stops = [StopTracker(criteria) for _ in samples]
         recorders = [self._recorder() for _ in samples]
         steps = speculative_decode_batch(
@@ -240,7 +250,7 @@ class Pipeline:
         criteria = StopCriteria(
             max_new_tokens=max_new_tokens,
             eos_token_ids=frozenset(self.target.eos_token_ids),
-            stop_strings=_stop_strings(stop),
+            stop_strings=stop_strings(stop),
             # Matched on the text with special tokens written out, as transformers' stop_strings
             # matches token strings: a stop string never matches across a <pad> or <image>.
             decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=False),
@@ -260,7 +270,7 @@ class Pipeline:
         if inputs is not None:
             if image is not None or prompt is not None:
                 raise InputError("Pass either image/prompt or inputs=processor_outputs, not both.")
-            _check_inputs(inputs, self.target)
+            check_inputs(inputs, self.target)
             device = self.target.device
             return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
         if prompt is None:
@@ -335,53 +345,6 @@ def load(
         costs = load_or_measure(loaded, tuple(range(1, schedule.max_length + 2)))  # cached per machine and model
         schedule = dataclasses.replace(schedule, verify_costs=tuple(sorted(costs.items())))
     return Pipeline(loaded, built, schedule)
-
-
-def _check_inputs(inputs, target: Target) -> None:
-    """`inputs=`: one processor output (input_ids [1, prompt_len], optional attention_mask, pixel_values)."""
-    vocab_size = target.vocab_size
-    if not isinstance(inputs, dict) or "input_ids" not in inputs:
-        raise InputError("inputs must be the processor's output: a dict with input_ids (and pixel_values).")
-    ids = inputs["input_ids"]
-    if not torch.is_tensor(ids) or ids.dim() != 2 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
-        shape = tuple(ids.shape) if torch.is_tensor(ids) else type(ids).__name__
-        raise InputError(f"inputs['input_ids'] must be an integer tensor [1, prompt_len] (the processor's output "
-                         f"with return_tensors='pt'); got {shape}.")
-    if ids.shape[0] != 1:
-        raise InputError(f"inputs hold a batch of {ids.shape[0]} sequences; pass one sequence per call "
-                         "(or one (image, prompt) pair per sequence to generate_batch).")
-    if ids.shape[1] == 0:
-        raise PromptError("inputs['input_ids'] is empty; the prompt needs at least one token.")
-    if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
-        raise InputError(f"inputs['input_ids'] holds ids outside the model's vocabulary (0..{vocab_size - 1}); "
-                         "were they made by another tokenizer?")
-    mask = inputs.get("attention_mask")
-    if mask is not None and (not torch.is_tensor(mask) or tuple(mask.shape) != tuple(ids.shape)):
-        shape = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
-        raise InputError(f"inputs['attention_mask'] must have input_ids' shape {tuple(ids.shape)}; got {shape}.")
-    pixels = inputs.get("pixel_values")
-    if pixels is not None:
-        side = getattr(getattr(target.model.config, "vision_config", None), "image_size", None)
-        if not torch.is_tensor(pixels) or not pixels.dtype.is_floating_point or pixels.dim() not in (4, 5):
-            shape = tuple(pixels.shape) if torch.is_tensor(pixels) else type(pixels).__name__
-            raise InputError(f"inputs['pixel_values'] must be a float tensor [images, 3, H, W] (or [images, patches, "
-                             f"3, H, W]) as the processor returns with return_tensors='pt'; got {shape}.")
-        if side and tuple(pixels.shape[-2:]) != (side, side):
-            raise InputError(f"inputs['pixel_values'] are {tuple(pixels.shape[-2:])} pixels but the vision tower "
-                             f"takes {side}x{side}; make them with the target's own processor.")
-
-
-def _stop_strings(stop) -> tuple[str, ...]:
-    """``stop`` as a tuple of non-empty strings: one string is one stop string (not its characters)."""
-    if stop is None:
-        return ()
-    if isinstance(stop, str):
-        stop = (stop,)
-    if not isinstance(stop, (list, tuple)) or not all(isinstance(x, str) for x in stop):
-        raise InputError(f"stop must be a string or a list of strings, got {stop!r}.")
-    if any(x == "" for x in stop):
-        raise InputError("stop contains an empty string, which would match at once; remove it.")
-    return tuple(stop)
 
 
 def _load_target(target, config: TargetConfig) -> Target:
