@@ -19,6 +19,7 @@ _EXPORTS = {
     **dict.fromkeys(["BatchStream", "Pipeline", "Result", "TextStream", "generate", "load"], ".api"),
     **dict.fromkeys(["Draft", "DraftContext", "Drafter", "StepFeedback"], ".core.drafter"),
     "Metrics": ".core.metrics",
+    "hf_generate": ".hf",
     "SamplingParams": ".core.sampling",
     "ScheduleConfig": ".core.schedule",
     **dict.fromkeys(["ModelDrafter", "NoDrafter", "PromptLookupDrafter", "build_drafter", "register_drafter"],
