@@ -540,3 +540,46 @@ def test_ctrl_c_says_where_the_checkpoint_is_and_how_to_resume(tmp_path, monkeyp
     assert train_cli.run_train_command(args) == 130
     message = capsys.readouterr().err
     assert "step-00000050" in message and f"--config {config} --resume latest" in message
+
+
+# ------------------------------------------------------------------ wide prompt mix, batched self-distillation
+def test_batched_greedy_self_distillation_equals_one_at_a_time(llava_target, tmp_path):
+    """Answers written in batches of 3 (images and text-only rows mixed, one bad image) are the
+    target's answers one at a time, token for token; the bad image is an error record, not a crash."""
+    from vlmspec.training.config import SelfDistillConfig
+    from vlmspec.training.data import RawSample, self_distill
+
+    samples = [RawSample(f"s{i}", f"Describe {i}.", None, [random_image(i)] if i % 2 else []) for i in range(7)]
+    samples.append(RawSample("bad", "Describe.", None, [str(tmp_path / "missing.png")]))
+    runs = {}
+    for batch in (1, 3):
+        config = SelfDistillConfig(enabled=True, max_new_tokens=12, batch_size=batch)
+        runs[batch] = self_distill(samples, llava_target, "tiny", config, tmp_path / f"cache{batch}")
+    one, batched = runs[1], runs[3]
+    assert [s.response_ids for s in batched] == [s.response_ids for s in one]
+    assert all(s.response_ids for s in batched[:7])
+    assert batched[7].problem is not None and "image" in batched[7].problem
+    # the batch size is not part of the cache key: a rerun with another batch size reuses the answers
+    again = self_distill(samples, llava_target, "tiny", SelfDistillConfig(enabled=True, max_new_tokens=12, batch_size=5),
+                         tmp_path / "cache3")
+    assert [s.response_ids for s in again] == [s.response_ids for s in batched]
+
+
+def test_prompt_mix_source_needs_self_distillation_and_never_trains_on_heldout():
+    from vlmspec.data.prompt_mix import MIX_STYLES, prompt_mix
+
+    mix = {"kind": "synthetic", "task": "prompt_mix", "n": 40}
+    with pytest.raises(InputError, match="self_distill"):
+        TrainConfig.from_dict({"target": "x", "data": {"sources": [mix]}})
+    with pytest.raises(InputError, match="held-out"):
+        TrainConfig.from_dict({"target": "x", "data": {"sources": [dict(mix, heldout=True)],
+                                                      "self_distill": {"enabled": True}}})
+    samples = load_source(SourceConfig(**mix))
+    assert len(samples) == 40 and all(s.response is None and s.prompt for s in samples)
+    train, heldout = prompt_mix(200, 0), prompt_mix(200, 0, heldout=True)
+    assert {p.style for p in train} == set(MIX_STYLES)
+    assert all((p.style == "chat") == (not p.images) for p in train)
+    # held-out wordings (short factual questions aside: they are the generator's own) never occur in training
+    open_train = {p.prompt for p in train if p.style != "short"}
+    assert not open_train & {p.prompt for p in heldout if p.style != "short"}
+    assert [p.prompt for p in prompt_mix(50, 0)] == [p.prompt for p in train[:50]]  # row i independent of n

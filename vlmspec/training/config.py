@@ -27,7 +27,7 @@ from ..errors import InputError
 
 DRAFTER_KINDS = ("eagle", "vispec", "msd", "specvlm")
 SOURCE_KINDS = ("synthetic", "jsonl", "hf_disk")
-SYNTHETIC_TASKS = ("describe", "questions", "mixed")
+SYNTHETIC_TASKS = ("describe", "questions", "mixed", "prompt_mix")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 BAD_SAMPLE_POLICIES = ("skip", "raise")
 OVERLONG_POLICIES = ("skip", "truncate", "raise")
@@ -105,7 +105,9 @@ class SourceConfig(_Section):
 
     kind "synthetic": the built-in scenes (`vlmspec.data.synthetic`), `split`/`n`/`seed`;
         task "describe" (DESCRIBE_PROMPT -> description), "questions" (each question ->
-        its answer) or "mixed" (both).
+        its answer), "mixed" (both) or "prompt_mix" (`vlmspec.data.prompt_mix`: describe,
+        open, short, chat, chat-with-image and photo prompts with no answers, for
+        `data.self_distill`; `heldout: true` draws the disjoint measuring set).
     kind "jsonl": `path` to JSON lines {"id", "image" (path, list of paths or null),
         "prompt", "response" (may be absent with self-distillation)}; relative image
         paths are resolved against `image_root` (default: the file's folder).
@@ -122,6 +124,7 @@ class SourceConfig(_Section):
     task: str = "describe"
     text_only: bool = False
     limit: int | None = None  # at most this many rows from the source
+    heldout: bool = False  # task "prompt_mix": the held-out set (never for training)
 
     def __post_init__(self) -> None:
         _need_choice("source", "kind", self.kind, SOURCE_KINDS)
@@ -151,9 +154,11 @@ class SelfDistillConfig(_Section):
     max_new_tokens: int = 256
     prompt_suffix: str = ""  # e.g. " Please answer with at least 1000 words." (ViSpec)
     seed: int = 0
+    batch_size: int = 8  # greedy: this many answers per batched target forward (same tokens as one at a time)
 
     def __post_init__(self) -> None:
         _need(isinstance(self.enabled, bool), f"self_distill.enabled must be true or false; got {self.enabled!r}.")
+        _need_int("self_distill", "batch_size", self.batch_size, 1)
         _need(self.drafter in ("none", "prompt-lookup") or self.drafter.startswith(("prompt-lookup:", "eagle:")),
               f"self_distill.drafter must be 'none', 'prompt-lookup[:N]' or 'eagle:PATH' (lossless); got {self.drafter!r}.")
         _need_number("self_distill", "temperature", self.temperature, 0.0)
@@ -216,6 +221,12 @@ class DataConfig(_Section):
         _need_choice("data", "on_bad_sample", self.on_bad_sample, BAD_SAMPLE_POLICIES)
         _need_choice("data", "on_overlong", self.on_overlong, OVERLONG_POLICIES)
         _need_int("data", "min_response_tokens", self.min_response_tokens, 1)
+        answerless = [s for s in self.sources + self.text_sources if s.kind == "synthetic" and s.task == "prompt_mix"]
+        _need(not answerless or self.self_distill.enabled,
+              'data.sources has task "prompt_mix", whose prompts have no answers; set "self_distill": '
+              '{"enabled": true} so the target writes them.')
+        _need(not any(s.heldout for s in answerless),
+              'a "prompt_mix" source has heldout: true; the held-out prompts are for measuring, never train on them.')
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,11 @@ def load_source(source: SourceConfig) -> list[RawSample]:
 def _synthetic_samples(source: SourceConfig) -> list[RawSample]:
     from ..data.synthetic import DESCRIBE_PROMPT, build_dataset
 
+    if source.task == "prompt_mix":  # prompts only: the target writes the answers (self_distill)
+        from ..data.prompt_mix import prompt_mix
+
+        return [RawSample(p.id, p.prompt, None, p.images) for p in prompt_mix(source.n, source.seed, source.heldout)]
+
     dataset = build_dataset(source.split, source.n, seed=source.seed)
     samples = []
     for row in dataset:
@@ -209,7 +214,8 @@ def _distill_key(target, target_name: str, config: SelfDistillConfig) -> str:
     """Cache key: the target's fingerprint (weights' embedding hash, sizes) + the generation settings."""
     from ..drafters.eagle import target_fingerprint
 
-    payload = json.dumps({"target": target_fingerprint(target), **config.to_dict()}, sort_keys=True)
+    settings = {k: v for k, v in config.to_dict().items() if k != "batch_size"}  # batching changes no token
+    payload = json.dumps({"target": target_fingerprint(target), **settings}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -233,7 +239,6 @@ def self_distill(
     """
     from ..api import Pipeline
     from ..drafters.registry import build_drafter
-    from ..images import load_image
 
     key = _distill_key(target, target_name, config)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -242,31 +247,22 @@ def self_distill(
     todo = [s for i, s in enumerate(samples) if i % world_size == rank and s.id not in done and s.problem is None]
     if todo:
         pipe = Pipeline(target, build_drafter(config.drafter, target))
-        iterator = todo
-        if progress:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(todo, desc=f"self-distillation (rank {rank})", unit="sample")
+        batch = config.batch_size if config.temperature == 0 else 1  # seeded sampling: one sample at a time
         with open(shard, "a", encoding="utf-8") as handle:
-            for sample in iterator:
-                record = {"id": sample.id}
-                try:
-                    images = [load_image(i) for i in sample.images]
-                    result = pipe.generate(
-                        images or None,
-                        sample.prompt + config.prompt_suffix,
-                        max_new_tokens=config.max_new_tokens,
-                        temperature=config.temperature,
-                        top_p=config.top_p,
-                        seed=_sample_seed(config.seed, sample.id),
-                    )
-                    record.update(text=result.text, token_ids=result.token_ids)
-                except ImageError as exc:
-                    record.update(error=f"image: {exc}")
-                except InputError as exc:
-                    record.update(error=str(exc))
-                handle.write(json.dumps(record) + "\n")
+            chunks = [todo[i : i + batch] for i in range(0, len(todo), batch)]
+            bar = None
+            if progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=len(todo), desc=f"self-distillation (rank {rank})", unit="sample")
+            for chunk in chunks:
+                for record in _distill_chunk(pipe, chunk, config):
+                    handle.write(json.dumps(record) + "\n")
                 handle.flush()
+                if bar is not None:
+                    bar.update(len(chunk))
+            if bar is not None:
+                bar.close()
     if barrier is not None:
         barrier()
     done = _read_distilled(cache_dir, key)
@@ -283,6 +279,40 @@ def self_distill(
             continue
         out.append(RawSample(sample.id, sample.prompt, record["text"], sample.images, response_ids=record["token_ids"]))
     return out
+
+
+def _distill_chunk(pipe, chunk: list[RawSample], config: SelfDistillConfig) -> list[dict]:
+    """The target's answers to a few samples: one batch when greedy, else one seeded call each.
+    A sample that cannot be generated (bad image, prompt past the context) gets an error record."""
+    from ..images import load_image
+
+    records, ready = [], []
+    for sample in chunk:
+        try:
+            images = [load_image(i) for i in sample.images]
+            prompt = sample.prompt + config.prompt_suffix
+            pipe.target.check_context(pipe.prepare(images or None, prompt)["input_ids"].shape[1],
+                                      config.max_new_tokens)
+            ready.append((sample, images or None, prompt))
+            records.append({"id": sample.id})
+        except ImageError as exc:
+            records.append({"id": sample.id, "error": f"image: {exc}"})
+        except InputError as exc:
+            records.append({"id": sample.id, "error": str(exc)})
+    if not ready:
+        return records
+    options = dict(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
+    if len(ready) > 1:
+        results = pipe.generate_batch([(images, prompt) for _, images, prompt in ready], **options)
+    else:
+        sample, images, prompt = ready[0]
+        results = [pipe.generate(images, prompt, seed=_sample_seed(config.seed, sample.id), **options)]
+    by_id = {sample.id: result for (sample, _, _), result in zip(ready, results)}
+    for record in records:
+        if "error" not in record:
+            result = by_id[record["id"]]
+            record.update(text=result.text, token_ids=result.token_ids)
+    return records
 
 
 def _sample_seed(seed: int, sample_id: str) -> int:
