@@ -67,6 +67,9 @@ def run_train_command(args) -> int:
     from .trainer import Trainer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for name in ("accelerate", "accelerate.accelerator", "accelerate.checkpointing"):
+        # "Saving current state ..." per file at every checkpoint: vlmspec logs one line per checkpoint itself
+        logging.getLogger(name).setLevel(logging.WARNING)
     config = _config_from_args(args)
     trainer = Trainer(config)
     if args.prepare_data_only:

@@ -473,6 +473,7 @@ class Trainer:
             atomic_replace_dir(staging, final)  # same step saved before: replaced, `latest` never dangles long
             atomic_write_text(root / LATEST_NAME, final.name + "\n")
             self._prune(root, keep=final.name)
+            logger.info("checkpoint saved: %s", final)
         acc.wait_for_everyone()
         self._saved_step = self.step
         return final
