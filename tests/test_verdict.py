@@ -430,3 +430,36 @@ def test_preloaded_models_match_paths(tiny_models, image):
     assert [a.answer for a in from_objects.expert_answers] == [a.answer for a in from_paths.expert_answers]
     assert from_objects.selected == from_paths.selected and from_objects.answer == "42"
     assert from_objects.experts[0] == path0  # named after the checkpoint it came from
+
+
+def test_a_verdict_model_that_is_also_an_expert_is_loaded_once(tiny_models, image):
+    """The demo config names the same checkpoint as an expert and as the verdict model: one load."""
+    experts = tiny_models["experts"]
+    result = verdict(image, "How many bars?", experts=experts, verdict=experts[1], m=2, **FAST)
+    assert result.cost.total.loads == 3
+    alone = verdict(image, "How many bars?", experts=experts, verdict=str(experts[1]) + "", m=2, memory="sequential",
+                    **FAST)
+    assert alone.answer == result.answer
+
+
+def test_default_model_candidate_specs_resolve_against_the_config_folder(tmp_path):
+    from vlmspec.verdict.config import VerdictConfig
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "c.safetensors").write_bytes(b"")
+    config = VerdictConfig.from_dict({"experts": ["vlmspec-default", "vlmspec-default@w/c.safetensors"],
+                                      "verdict": "vlmspec-default@w/missing.safetensors", "m": 2},
+                                     base_dir=tmp_path)
+    assert config.experts[1] == f"vlmspec-default@{tmp_path / 'w' / 'c.safetensors'}"
+    assert config.verdict == "vlmspec-default@w/missing.safetensors"  # left as written: the load names it
+
+
+def test_a_missing_candidate_weights_file_is_one_clear_error(tmp_path):
+    import vlmspec
+    from vlmspec.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="no such weights file"):
+        vlmspec.load(f"vlmspec-default@{tmp_path / 'nope.safetensors'}", "none")
+    (tmp_path / "w.safetensors").write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="training report w.json is missing"):
+        vlmspec.load(f"vlmspec-default@{tmp_path / 'w.safetensors'}", "none")

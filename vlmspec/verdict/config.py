@@ -190,6 +190,9 @@ def _check_spec(spec: ModelSpec, label: str) -> None:
 
 
 def _resolve_relative(spec: Any, base_dir: str | Path) -> Any:
+    if isinstance(spec, str) and "@" in spec and not os.path.exists(spec):  # "vlmspec-default@weights.safetensors"
+        name, weights = spec.split("@", 1)
+        return f"{name}@{_resolve_relative(weights, base_dir)}"
     if isinstance(spec, str) and not os.path.isabs(spec):
         candidate = Path(base_dir) / spec
         if candidate.exists():

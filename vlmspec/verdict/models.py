@@ -78,6 +78,10 @@ class ModelPool:
         """The loaded pipeline for model `index`; loads (and in sequential mode frees) as needed."""
         if index in self._loaded:
             return self._loaded[index]
+        twin = self._twin(index)
+        if twin is not None:  # the same checkpoint with the same drafter is already loaded: share it
+            self._loaded[index] = self._loaded[twin]
+            return self._loaded[index]
         if self.config.memory == "sequential":
             self.release()
         started = time.perf_counter()
@@ -100,6 +104,16 @@ class ModelPool:
         cost.load_seconds += time.perf_counter() - started
         self._loaded[index] = pipe
         return pipe
+
+    def _twin(self, index: int) -> int | None:
+        """A loaded model index with the same checkpoint path / name and drafter as `index`."""
+        spec = self.specs[index]
+        if not isinstance(spec, str):
+            return None
+        for other, pipe in self._loaded.items():
+            if self.specs[other] == spec and self.drafters[other] == self.drafters[index]:
+                return other
+        return None
 
     def release(self) -> None:
         """Free every loaded model."""
