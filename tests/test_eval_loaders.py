@@ -173,7 +173,8 @@ def test_mmvet_and_llava_bench_long_answer_sets():
 
 def test_every_format_has_a_fixture_test():
     tested = {"generic", "textvqa", "vqav2", "coco", "gqa", "scienceqa", "chartqa", "docvqa",
-              "infovqa", "mmvet", "llava-bench"}
+              "infovqa", "mmvet", "llava-bench",
+              "mme", "pope", "mmmu", "mmbench"}   # these four: tests/test_eval_lmms_tasks.py
     assert set(FORMATS) == tested
 
 

@@ -316,3 +316,27 @@ def eval_cli_args(argv):
     parser = argparse.ArgumentParser()
     eval_cli.add_eval_parser(parser.add_subparsers())
     return parser.parse_args(argv)
+
+
+def test_per_category_breakdown_and_set_level_scores(tmp_path):
+    """Samples with a category get a per-category row (speedup against the baseline on those
+    samples only); set-level scores are in the summary and the report."""
+    image = tmp_path / "img.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(image)
+    rows = [{"id": f"s{i}", "image": "img.png", "question": f"question {i}?", "answers": ["red" if i < 3 else "blue"],
+             "category": "describe" if i < 3 else "chat"} for i in range(5)]
+    path = tmp_path / "bench.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run, _ = fake_run(tmp_path, benchmark=str(path), factory_kwargs={"B": {"lossy_on": ("question 4",)}})
+    per_category = run.summary["per_category"]
+    assert sorted(per_category) == ["chat", "describe"]
+    assert per_category["describe"]["A"]["speedup_total"] == pytest.approx(2.0)
+    assert per_category["describe"]["A"]["accuracy"] == 1.0 and per_category["chat"]["A"]["accuracy"] == 0.0
+    assert per_category["chat"]["B"]["lossless"] == pytest.approx(0.5)
+    assert per_category["chat"]["plain"]["samples"] == 2
+    assert run.summary["aggregates"]["A"]["score"] == pytest.approx(0.6)
+    markdown = (Path(run.config.out_dir) / "report.md").read_text()
+    assert "Per category" in markdown and "| chat | 2 |" in markdown
+    assert "Set-level scores" in markdown

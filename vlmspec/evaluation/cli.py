@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from vlmspec.errors import InputError, VlmspecError
+from vlmspec.evaluation.metrics import METRIC_NAMES
 
 from .runner import EvalConfig, run_eval
 
@@ -59,7 +60,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--image-root", default=None, help="folder the benchmark's relative image paths live in")
     p.add_argument("--prompt-style", default=None, choices=("short", "detailed", "raw"),
                    help="default: the benchmark's own (short for VQA sets, raw for long-form sets)")
-    p.add_argument("--metric", default=None, choices=("vqa", "anls", "exact", "relaxed", "choice", "rouge_l", "none"),
+    p.add_argument("--metric", default=None, choices=METRIC_NAMES,
                    help="default: the benchmark's own")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)

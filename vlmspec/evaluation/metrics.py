@@ -9,12 +9,19 @@
   equality with any reference (GQA, the synthetic short questions);
 * ``relaxed_accuracy``  ChartQA: numbers within 5% relative error of the target, exact
   (case-insensitive) match otherwise;
-* ``choice_accuracy``   multiple choice (ScienceQA): the option letter or the option text;
+* ``choice_accuracy``   multiple choice (ScienceQA, MMBench): the option letter or the option text;
+* ``yes_no_accuracy``   yes/no questions (MME, POPE): the answer read as yes or no
+  (:func:`parse_yes_no`) against the reference;
+* ``open_match``        MMMU open questions: normalised exact match, or equal numbers
+  (rounded to 2 decimals), after an optional "the answer is";
 * ``rouge_l``           ROUGE-L F-measure for long-form answers and captions (a quality
   signal for descriptions; the headline metric of the long-form sets is losslessness).
 
 ``score_prediction(metric, prediction, answers, choices, answer_index)`` dispatches on the
-metric name; ``METRIC_NAMES`` lists the accepted names ("none" scores nothing).
+metric name; ``METRIC_NAMES`` lists the accepted names ("none" scores nothing). The metric
+names ``mme`` and ``pope`` score each answer with ``yes_no_accuracy`` and ``mmmu`` with
+``choice_accuracy`` (options) or ``open_match`` (open questions); their set-level scores
+(MME perception/cognition, POPE precision/recall/F1) are in :mod:`.aggregates`.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-METRIC_NAMES = ("vqa", "anls", "exact", "relaxed", "choice", "rouge_l", "none")
+METRIC_NAMES = ("vqa", "anls", "exact", "relaxed", "choice", "rouge_l", "mme", "pope", "mmmu", "none")
 
 # ----------------------------------------------------------------- VQA normalisation
 # Tables of the official VQA evaluation script (vqaEval.py), contractions keyed by the
@@ -238,6 +245,60 @@ def choice_accuracy(prediction: str, choices: Sequence[str], answer_index: int) 
     return float(parse_choice(prediction, choices) == answer_index)
 
 
+# --------------------------------------------------------------------------- yes / no
+_WORDS = re.compile(r"[a-z]+")
+
+
+def parse_yes_no(prediction: str) -> str | None:
+    """"yes" or "no" as the answer says it, or None.
+
+    The first word when it is yes or no ("Yes.", "no, there is not"); otherwise the only one
+    of the two words the answer contains ("There is one, so yes"); otherwise None (counted
+    wrong, and as not-yes by POPE).
+    """
+    words = _WORDS.findall(prediction.lower())
+    if words and words[0] in ("yes", "no"):
+        return words[0]
+    found = {w for w in words if w in ("yes", "no")}
+    return found.pop() if len(found) == 1 else None
+
+
+def yes_no_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """1.0 if the prediction reads as the reference's yes/no (the first reference counts)."""
+    if not answers:
+        raise ValueError("yes_no_accuracy needs a yes/no reference")
+    truth = parse_yes_no(answers[0])
+    if truth is None:
+        raise ValueError(f"yes_no_accuracy: the reference {answers[0]!r} is not yes or no")
+    return float(parse_yes_no(prediction) == truth)
+
+
+# ------------------------------------------------------------------ open answers
+_ANSWER_CUE = re.compile(r"(?i)\banswer(?:\s+is|:)\s*:?")
+
+
+def _final_answer(text: str) -> str:
+    """The text after the last "answer is" / "answer:" if any, else the text."""
+    cues = list(_ANSWER_CUE.finditer(text))
+    return text[cues[-1].end():].strip() if cues else text
+
+
+def open_match(prediction: str, answers: Sequence[str]) -> float:
+    """MMMU open questions: 1.0 if the (final) answer equals a reference after
+    :func:`normalize_text`, or both read as numbers equal when rounded to 2 decimals."""
+    if not answers:
+        raise ValueError("open_match needs at least one reference answer")
+    for candidate in dict.fromkeys((prediction, _final_answer(prediction))):
+        pred, pred_num = normalize_text(candidate), _to_float(candidate)
+        for answer in answers:
+            if pred == normalize_text(answer):
+                return 1.0
+            gt_num = _to_float(answer)
+            if pred_num is not None and gt_num is not None and round(pred_num, 2) == round(gt_num, 2):
+                return 1.0
+    return 0.0
+
+
 # --------------------------------------------------------------------------- ROUGE-L
 def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
@@ -281,12 +342,16 @@ def score_prediction(
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_NAMES)}")
     if metric == "none":
         return None
-    if metric == "choice":
+    if metric == "choice" or (metric == "mmmu" and choices):
         if answer_index is None or not choices:
             return None
         return choice_accuracy(prediction, choices, answer_index)
     if not answers:
         return None
+    if metric == "mmmu":
+        return open_match(prediction, answers)
+    if metric in ("mme", "pope"):
+        return yes_no_accuracy(prediction, answers)
     return {
         "vqa": vqa_accuracy, "anls": anls, "exact": exact_match,
         "relaxed": relaxed_accuracy, "rouge_l": rouge_l,

@@ -19,31 +19,45 @@ Rows whose records carry a ``mode`` (a ``verdict:CONFIG`` method and the rows it
 lossless: their losslessness is n/a, and the verdict row also gets its mean cost per stage.
 
 ``write_outputs(run)`` writes ``summary.json``, ``report.md`` and ``speedup.png``,
-``acceptance.png``, ``accuracy_vs_speed.png`` into the output folder. Every write is atomic
-(temporary file in the same folder, fsync, ``os.replace``).
+``acceptance.png``, ``accuracy_vs_speed.png`` (drawn by :mod:`vlmspec.evaluation.plots` from the
+summary dict) into the output folder. Every write is atomic (temporary file in the same folder,
+fsync, ``os.replace``). Imports go one way: the runner imports this module, this module imports
+the plots, and neither imports the runner (a run is read through :class:`RunResults`).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import os
 import statistics
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ..atomic import atomic_write_bytes, atomic_write_text
+from ..atomic import atomic_write_text
+from .aggregates import aggregate_by_method
+from .plots import PLOT_FILES, write_plots
 
-if TYPE_CHECKING:
-    from .runner import EvalRun
+__all__ = ["ACCURACY_MODE", "PLOT_FILES", "REPORT_FILE", "SUMMARY_FILE", "RunResults", "expand_rows",
+           "render_markdown", "report_warnings", "summarize", "summarize_records", "write_outputs",
+           "write_plots"]
 
 ACCURACY_MODE = "accuracy mode (not lossless)"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
-PLOT_FILES = {"speedup": "speedup.png", "acceptance": "acceptance.png",
-              "accuracy_vs_speed": "accuracy_vs_speed.png"}
+
+
+class RunResults(Protocol):
+    """What the report reads of a run (the runner's ``EvalRun`` has it; the report never imports
+    the runner: runner -> report -> plots, one way)."""
+
+    config: Any  # EvalConfig: methods, greedy, out_dir, target and the settings
+    benchmark: Any  # Benchmark: samples, describe()
+    records: list[dict]
+    skipped: dict[str, str]
+    device: str
+    memory_measure: str
+    summary: dict
 
 
 # ------------------------------------------------------------------------ summaries
@@ -178,13 +192,14 @@ def summarize_records(
     return result
 
 
-def summarize(run: "EvalRun") -> dict:
+def summarize(run: RunResults) -> dict:
     """The summary JSON of a run."""
     config = run.config
     sample_ids = [s.sample_id for s in run.benchmark.samples]
     methods = expand_rows([m for m in config.methods if m not in run.skipped], run.records)
     summaries = summarize_records(run.records, methods, sample_ids, greedy=config.greedy)
     return {
+        **_set_level(run, methods, config.greedy),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "benchmark": run.benchmark.describe(),
         "target": config.target or "default model",
@@ -201,6 +216,58 @@ def summarize(run: "EvalRun") -> dict:
         "methods": summaries,
         "warnings": report_warnings(summaries, "plain"),
     }
+
+
+def _set_level(run: RunResults, methods: list[str], greedy: bool) -> dict:
+    """``aggregates``: the benchmark's set-level scores per method (MME, POPE, ...);
+    ``per_category``: speedup, tau and accuracy per sample category (prompt style, MME
+    subtask, ...), each against the baseline on that category's samples only."""
+    samples = run.benchmark.samples
+    out: dict[str, Any] = {"aggregates": aggregate_by_method(run.benchmark.metric, samples, run.records, methods)}
+    categories: dict[str, list[str]] = {}
+    for sample in samples:
+        if sample.category:
+            categories.setdefault(sample.category, []).append(sample.sample_id)
+    keys = ("speedup_total", "tau", "accuracy", "mean_new_tokens", "lossless", "samples")
+    out["per_category"] = {
+        category: {method: {k: entry[k] for k in keys}
+                   for method, entry in summarize_records(run.records, methods, ids, greedy=greedy).items()}
+        for category, ids in sorted(categories.items())
+    } if len(categories) > 1 else {}
+    return out
+
+
+def _category_sections(summary: dict) -> list[str]:
+    """Speedup / tau / accuracy per category, one row per category, one column group per method."""
+    per_category = summary.get("per_category") or {}
+    if not per_category:
+        return []
+    methods = [m for m in summary["methods"] if m != summary["baseline"]]
+    lines = ["", "Per category (speedup vs the baseline on that category's samples, tau, accuracy):", "",
+             "| Category | Samples | " + " | ".join(f"{m}" for m in methods) + " |",
+             "|---|---|" + "---|" * len(methods)]
+    for category, entries in per_category.items():
+        cells = []
+        for m in methods:
+            e = entries.get(m) or {}
+            cells.append(f"{_fmt(e.get('speedup_total'), '.2f', 'x')}, tau {_fmt(e.get('tau'))}, "
+                         f"acc {_fmt(e.get('accuracy'), '.2f')}")
+        count = (entries.get(summary["baseline"]) or {}).get("samples", "")
+        lines.append(f"| {category} | {count} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _aggregate_sections(summary: dict) -> list[str]:
+    aggregates = summary.get("aggregates") or {}
+    rows = {m: a for m, a in aggregates.items() if a and a.get("score") is not None}
+    if not rows:
+        return []
+    lines = ["", f"Set-level scores (`{summary['benchmark']['metric']}`):", ""]
+    for method, agg in rows.items():
+        extra = ", ".join(f"{k} {_fmt(v)}" for k, v in agg.items()
+                          if k not in ("score", "per_category") and isinstance(v, (int, float)))
+        lines.append(f"- `{method}`: score {_fmt(agg['score'])}" + (f" ({extra})" if extra else ""))
+    return lines
 
 
 SHORT_ANSWER_TOKENS = 16  # below this many new tokens per answer, speculation has little to speed up
@@ -285,6 +352,8 @@ def render_markdown(summary: dict, command: str | None = None) -> str:
         for name, e in drafters.items():
             cap = f", capped at {e['draft_depth_cap']} by the drafter" if e.get("draft_depth_cap") else ""
             lines.append(f"- `{name}`: `{e['drafter']}`, mean depth {_fmt(e.get('mean_draft_length'))}{cap}")
+    lines += _aggregate_sections(summary)
+    lines += _category_sections(summary)
     if summary.get("warnings"):
         lines += ["", *[f"> **Warning:** {w}" for w in summary["warnings"]]]
     lines += _verdict_sections(summary)
@@ -346,82 +415,7 @@ def _verdict_sections(summary: dict) -> list[str]:
     return lines
 
 
-# ---------------------------------------------------------------------------- plots
-def _save_figure(fig, path: Path) -> None:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def write_plots(summary: dict, out_dir: str | os.PathLike) -> dict[str, str]:
-    """speedup.png, acceptance.png, accuracy_vs_speed.png (matplotlib, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    out = Path(out_dir)
-    methods = summary["methods"]
-    names = list(methods)
-    written = {}
-
-    fig = Figure(figsize=(max(4.0, 1.2 * len(names) + 2), 3.5))
-    ax = fig.add_subplot()
-    values = [methods[n]["speedup_total"] or 0.0 for n in names]
-    errors_low, errors_high = [], []
-    for n, v in zip(names, values):
-        spread = methods[n].get("speedup_by_repeat")
-        errors_low.append(max(0.0, v - spread["min"]) if spread and spread["n"] > 1 else 0.0)
-        errors_high.append(max(0.0, spread["max"] - v) if spread and spread["n"] > 1 else 0.0)
-    has_spread = any(errors_low) or any(errors_high)
-    ax.bar(names, values, yerr=[errors_low, errors_high] if has_spread else None, capsize=4, color="tab:blue")
-    ax.axhline(1.0, color="gray", linestyle="--", linewidth=1)
-    ax.set_ylabel("speedup vs plain (ratio of totals)")
-    ax.set_title(f"Speedup on {summary['benchmark']['name']}")
-    ax.tick_params(axis="x", labelrotation=20)
-    _save_figure(fig, out / PLOT_FILES["speedup"])
-    written["speedup"] = str(out / PLOT_FILES["speedup"])
-
-    fig = Figure(figsize=(5.5, 3.5))
-    ax = fig.add_subplot()
-    plotted = False
-    for n in names:
-        curve = methods[n].get("acceptance_per_position")
-        if curve:
-            ax.plot(range(1, len(curve) + 1), curve, marker="o", label=n)
-            plotted = True
-    if plotted:
-        ax.legend()
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_ylim(0, 1.05)
-    else:
-        ax.text(0.5, 0.5, "no method reports per-position acceptance", ha="center", va="center",
-                transform=ax.transAxes)
-    ax.set_xlabel("draft position")
-    ax.set_ylabel("acceptance rate")
-    ax.set_title("Acceptance by draft position")
-    _save_figure(fig, out / PLOT_FILES["acceptance"])
-    written["acceptance"] = str(out / PLOT_FILES["acceptance"])
-
-    fig = Figure(figsize=(5.5, 3.5))
-    ax = fig.add_subplot()
-    metric = summary["benchmark"]["metric"]
-    points = [(n, methods[n]["speedup_total"], methods[n]["accuracy"]) for n in names]
-    points = [p for p in points if p[1] is not None and p[2] is not None]
-    for n, x, y in points:
-        ax.scatter([x], [y])
-        ax.annotate(n, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    if not points:
-        ax.text(0.5, 0.5, f"no accuracy (metric: {metric})", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("speedup vs plain")
-    ax.set_ylabel(f"accuracy ({metric})")
-    ax.set_title("Accuracy vs speed")
-    _save_figure(fig, out / PLOT_FILES["accuracy_vs_speed"])
-    written["accuracy_vs_speed"] = str(out / PLOT_FILES["accuracy_vs_speed"])
-    return written
-
-
-def write_outputs(run: "EvalRun", command: str | None = None, extra_markdown: str | None = None) -> dict[str, str]:
+def write_outputs(run: RunResults, command: str | None = None, extra_markdown: str | None = None) -> dict[str, str]:
     """Write summary.json, report.md and the plots into the run's output folder."""
     out = Path(run.config.out_dir)
     summary = run.summary

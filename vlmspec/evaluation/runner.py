@@ -49,6 +49,7 @@ from vlmspec.errors import InputError, VlmspecError
 
 from .loaders import Benchmark, BenchmarkConfig, Sample, load_benchmark
 from .metrics import score_prediction
+from .report import summarize, write_outputs
 
 BASELINE = "plain"
 RESULTS_FILE = "samples.jsonl"
@@ -681,8 +682,6 @@ def run_eval(
 
     run = EvalRun(config=config, benchmark=benchmark, records=records, skipped=skipped,
                   device=_describe_device(base_pipe.target), memory_measure=memory.description, newly_run=newly_run)
-    from .report import summarize, write_outputs
-
     run.summary = summarize(run)
     if write_report:
         run.outputs = write_outputs(run)
