@@ -240,3 +240,21 @@ def test_image_root_and_config_validation(tmp_path):
 
 def test_errors_are_vlmspec_input_errors():
     assert issubclass(BenchmarkFormatError, InputError)
+
+
+def test_prompt_mix_builtins_carry_the_prompt_style_and_text_only_rows():
+    from vlmspec.evaluation import BenchmarkConfig, load_benchmark
+
+    heldout = load_benchmark(BenchmarkConfig(source="prompt-mix", limit=40))
+    indist = load_benchmark(BenchmarkConfig(source="prompt-mix-indist", limit=40))
+    assert heldout.metric == "none" and {s.category for s in heldout.samples} >= {"describe", "open", "chat", "photo"}
+    chats = [s for s in heldout.samples if s.category == "chat"]
+    assert chats and all(s.image is None and s.load_image() is None for s in chats)
+    assert all(s.load_image() is not None for s in heldout.samples if s.category != "chat")
+    # the held-out wordings are not the training distribution's (short factual questions aside)
+    assert not {s.prompt for s in heldout.samples if s.category != "short"} & {
+        s.prompt for s in indist.samples if s.category != "short"}
+    # the in-distribution rows are not the rows a recipe trains on (prompt_mix seed 0)
+    from vlmspec.data.prompt_mix import prompt_mix
+
+    assert not {s.sample_id for s in indist.samples} & {p.id for p in prompt_mix(40, 0)}

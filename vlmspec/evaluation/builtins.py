@@ -1,7 +1,11 @@
 """The built-in benchmarks, generated in memory (no files): ``synthetic-long`` (scene
 descriptions, long-form, ROUGE-L against the reference description) and ``synthetic-qa``
 (one short question per scene, exact match), both rendered from
-:mod:`vlmspec.data.synthetic`."""
+:mod:`vlmspec.data.synthetic`; ``prompt-mix`` (held out: test scenes, held-out wordings,
+instructions and photos) and ``prompt-mix-indist`` (the training distribution's wordings on
+fresh scenes, rows no drafter recipe trains on) from :mod:`vlmspec.data.prompt_mix`, each
+sample's category its prompt style (describe, open, short, chat, chat_image, photo); these
+two have no references (speed only), and chat samples have no image."""
 
 from __future__ import annotations
 
@@ -39,6 +43,19 @@ def _read_synthetic_qa(config: BenchmarkConfig) -> list[Record]:
     return records
 
 
+INDIST_SEED_OFFSET = 1000  # prompt-mix-indist draws rows of seed + 1000: never the training rows (seed 0)
+
+
+def _prompt_mix_records(config: BenchmarkConfig, heldout: bool) -> list[Record]:
+    from vlmspec.data.prompt_mix import prompt_mix
+
+    n = config.limit or config.synthetic_size
+    seed = config.seed if heldout else config.seed + INDIST_SEED_OFFSET
+    name = "prompt-mix" if heldout else "prompt-mix-indist"
+    return [Record(f"{name} row {i}", p.id, p.images[0] if p.images else None, p.prompt, category=p.style)
+            for i, p in enumerate(prompt_mix(n, seed, heldout=heldout))]
+
+
 @dataclass(frozen=True)
 class BuiltinSpec:
     """A built-in benchmark generated in memory."""
@@ -55,4 +72,8 @@ BUILTINS: dict[str, BuiltinSpec] = {spec.name: spec for spec in (
                 "synthetic scenes, 'Describe the image in detail.' (long-form; ROUGE-L vs the reference)"),
     BuiltinSpec("synthetic-qa", _read_synthetic_qa, "exact", "raw",
                 "synthetic scenes, one short question each with an exact answer"),
+    BuiltinSpec("prompt-mix", lambda c: _prompt_mix_records(c, heldout=True), "none", "raw",
+                "held-out prompt mix (describe / open / short / chat / chat with image / photo; speed per style)"),
+    BuiltinSpec("prompt-mix-indist", lambda c: _prompt_mix_records(c, heldout=False), "none", "raw",
+                "the training prompt mix's distribution on fresh scenes (the in-distribution figure)"),
 )}

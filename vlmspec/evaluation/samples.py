@@ -73,9 +73,12 @@ class Sample:
     group: str | None = None
 
     def load_image(self):
-        """The image as an RGB PIL image (``vlmspec.errors.ImageError`` if unreadable)."""
+        """The image as an RGB PIL image (``vlmspec.errors.ImageError`` if unreadable); None
+        for a text-only sample."""
         from vlmspec.images import load_image
 
+        if self.image is None:
+            return None
         return load_image(self.image)
 
 
