@@ -387,6 +387,15 @@ def _read_cache(path: Path, key: dict) -> dict[int, float]:
         return {}  # missing or corrupt: measure again
 
 
+PACKED_MARKER = "_vlmspec_fast"  # the attribute vlmspec.fast puts on every linear it packs
+
+
+def has_packed_linears(model) -> bool:
+    """Whether `vlmspec.fast` packed some of the model's linears (read off the marker, so the
+    core needs no import from above it)."""
+    return any(hasattr(m, PACKED_MARKER) for m in model.modules())
+
+
 def load_or_measure(
     target,
     token_counts: Sequence[int] = DEFAULT_TOKEN_COUNTS,
@@ -411,9 +420,7 @@ def load_or_measure(
             raise InputError("pass fingerprint='...' when the target has no .model")
         fingerprint = model_fingerprint(model)
     if fast_cpu is None and model is not None:
-        from ..fast import is_accelerated
-
-        fast_cpu = is_accelerated(model)
+        fast_cpu = has_packed_linears(model)
     device = "cpu"
     if model is not None:
         try:

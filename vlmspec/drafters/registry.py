@@ -16,7 +16,7 @@ from .specvlm import specvlm_from_spec
 from .vispec import vispec_from_spec
 from .model import ModelDrafter
 from .prompt_lookup import NoDrafter, PromptLookupConfig, PromptLookupDrafter
-from .shipped import auto_drafter
+from .shipped import shipped_drafter_spec
 
 # factory(argument after the colon or None, target) -> Drafter
 DrafterFactory = Callable[[str | None, object], Drafter]
@@ -76,4 +76,14 @@ register_drafter("eagle", eagle_from_spec)
 register_drafter("vispec", vispec_from_spec)
 register_drafter("msd", msd_from_spec)
 register_drafter("specvlm", specvlm_from_spec)
+def auto_drafter(argument: str | None, target) -> Drafter:
+    """"auto": the best shipped drafter trained for this target (fingerprint checked), else prompt lookup."""
+    if argument:
+        raise InputError(f"'auto' takes no argument (got 'auto:{argument}'); name a drafter spec instead.")
+    spec = shipped_drafter_spec(target)
+    drafter = build_drafter(spec, target) if spec else PromptLookupDrafter()
+    drafter.spec = f"auto -> {spec or 'prompt-lookup'}"
+    return drafter
+
+
 register_drafter("auto", auto_drafter)

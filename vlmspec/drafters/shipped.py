@@ -4,16 +4,14 @@ Trained drafters for the default model ship as package data under
 ``vlmspec/models/default_weights/drafters/<kind>/`` (cards in ``adapters/<kind>-default/``);
 ``drafters/best.json`` names the fastest one in the results table. "auto" picks it only when
 its recorded target fingerprint (architecture, sizes, embedding hash) equals the target's,
-so any other target gets prompt lookup; the choice is reported as the drafter's ``name``.
+so any other target gets prompt lookup (``registry``'s "auto" factory builds it, and reports
+the choice as the drafter's ``spec``). This module only finds the shipped drafter.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-from ..core.drafter import Drafter
-from .prompt_lookup import PromptLookupDrafter
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "models" / "default_weights" / "drafters"
 BEST_FILE = SHIPPED_DIR / "best.json"  # {"drafter": "<kind>", "why": "..."}
@@ -33,15 +31,3 @@ def shipped_drafter_spec(target) -> str | None:
     if fingerprint_mismatch(saved, target_fingerprint(target)):
         return None
     return f"{kind}:{directory}"
-
-
-def auto_drafter(argument: str | None, target) -> Drafter:
-    from ..errors import InputError
-    from .registry import build_drafter
-
-    if argument:
-        raise InputError(f"'auto' takes no argument (got 'auto:{argument}'); name a drafter spec instead.")
-    spec = shipped_drafter_spec(target)
-    drafter = build_drafter(spec, target) if spec else PromptLookupDrafter()
-    drafter.spec = f"auto -> {spec or 'prompt-lookup'}"
-    return drafter

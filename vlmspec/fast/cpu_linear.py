@@ -58,6 +58,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.autotune import PACKED_MARKER, has_packed_linears
+
 BACKENDS = ("auto", "mkldnn", "mkl", "stock")
 MODULE_GROUPS = ("language_model", "lm_head", "projector", "vision")
 _PACKED_BACKENDS = ("mkldnn", "mkl")
@@ -426,7 +428,7 @@ def accelerate_cpu(model: nn.Module, config: FastConfig = FastConfig()) -> FastR
         except Exception as exc:
             report.fallbacks[name] = f"{type(exc).__name__}: {exc}"[:300]
             continue
-        module._vlmspec_fast = state
+        setattr(module, PACKED_MARKER, state)  # module._vlmspec_fast: what core.autotune looks for
         module.__class__ = PackedLinear
         report.replaced[name] = _plan_text(plan)
         report.extra_bytes += _nbytes(state.packed)
@@ -467,4 +469,4 @@ def fast_status(model: nn.Module) -> dict[str, str]:
 
 
 def is_accelerated(model: nn.Module) -> bool:
-    return any(type(m) is PackedLinear for m in model.modules())
+    return has_packed_linears(model)
