@@ -81,6 +81,7 @@ def _read_config_file(path: str) -> dict:
         raise InputError(f"--config {path}, line {err.lineno}: invalid JSON ({err.msg})") from None
     if not isinstance(data, dict):
         raise InputError(f"--config {path}: expected a JSON object of settings")
+    data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_comment": notes, as in training configs
     unknown = sorted(set(data) - _CONFIG_KEYS)
     if unknown:
         raise InputError(f"--config {path}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(_CONFIG_KEYS))}")

@@ -243,15 +243,19 @@ def _category_sections(summary: dict) -> list[str]:
     if not per_category:
         return []
     methods = [m for m in summary["methods"] if m != summary["baseline"]]
-    lines = ["", "Per category (speedup vs the baseline on that category's samples, tau, accuracy):", "",
+    lines = ["", "Per category (speedup vs the baseline on that category's samples, tau, lossless, accuracy):", "",
              "| Category | Samples | " + " | ".join(f"{m}" for m in methods) + " |",
              "|---|---|" + "---|" * len(methods)]
     for category, entries in per_category.items():
         cells = []
         for m in methods:
             e = entries.get(m) or {}
-            cells.append(f"{_fmt(e.get('speedup_total'), '.2f', 'x')}, tau {_fmt(e.get('tau'))}, "
-                         f"acc {_fmt(e.get('accuracy'), '.2f')}")
+            cell = f"{_fmt(e.get('speedup_total'), '.2f', 'x')}, tau {_fmt(e.get('tau'))}"
+            if e.get("lossless") is not None:
+                cell += f", lossless {e['lossless'] * 100:.0f}%"
+            if e.get("accuracy") is not None:
+                cell += f", acc {e['accuracy']:.2f}"
+            cells.append(cell)
         count = (entries.get(summary["baseline"]) or {}).get("samples", "")
         lines.append(f"| {category} | {count} | " + " | ".join(cells) + " |")
     return lines
