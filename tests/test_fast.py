@@ -309,3 +309,38 @@ def test_dtype_change_after_packing_uses_stock():
         restore(model)
         want = model(ids).logits
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("backend", USABLE)
+def test_pack_now_packs_at_load_not_on_the_first_forward(backend):
+    from vlmspec.fast.cpu_linear import pack_now
+
+    model = _tiny_lm()
+    accelerate_cpu(model, FastConfig(backend=backend, min_params=0, stock_rows=0))
+    packed = [m for m in model.modules() if type(m) is PackedLinear]
+    for m in packed:  # as after a copy or a reload: unpacked until the first forward
+        m._vlmspec_fast.packed = None
+    assert pack_now(model) == len(packed)
+    assert all(m._vlmspec_fast.packed is not None for m in packed)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.inference_mode():
+        before = [m._vlmspec_fast.packed for m in packed]
+        got = model(ids).logits
+        assert all(m._vlmspec_fast.packed is b for m, b in zip(packed, before))  # the forward reused them
+    restore(model)
+    with torch.inference_mode():
+        assert (got - model(ids).logits).abs().max().item() < 1e-4
+
+
+def test_measuring_verify_costs_says_so_once(tiny_llava_path, tmp_path):
+    from vlmspec.core.autotune import load_or_measure
+    from vlmspec.errors import OneTimeSetupWarning
+
+    target = Target.load(tiny_llava_path)
+    with pytest.warns(OneTimeSetupWarning, match="once: cached in"):
+        load_or_measure(target, (1, 2), home=tmp_path, repeats=1, context_length=8)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OneTimeSetupWarning)
+        load_or_measure(target, (1, 2), home=tmp_path, repeats=1, context_length=8)  # cached: silent

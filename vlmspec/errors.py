@@ -37,5 +37,9 @@ class VlmspecWarning(UserWarning):
     """Base class of vlmspec's warnings (the CLI prints them as one 'warning:' line)."""
 
 
+class OneTimeSetupWarning(VlmspecWarning):
+    """One-time work on this machine (measuring verify costs): slow once, cached for later runs."""
+
+
 class DraftDepthWarning(VlmspecWarning):
     """The drafter's own depth limit caps what the draft schedule asked for."""

@@ -53,6 +53,7 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -60,7 +61,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from ..atomic import atomic_write_json
-from ..errors import InputError
+from ..errors import InputError, OneTimeSetupWarning
 
 CACHE_VERSION = 1
 DEFAULT_TOKEN_COUNTS = (1, 2, 4, 8, 16)
@@ -432,6 +433,8 @@ def load_or_measure(
     costs = {} if refresh else _read_cache(path, key)
     missing = sorted({int(n) for n in token_counts} - set(costs))
     if missing:
+        warnings.warn(f"measuring this model's verify cost for {len(missing)} token counts on this machine "
+                      f"(once: cached in {path}, later runs skip it)", OneTimeSetupWarning, stacklevel=2)
         costs.update(measure_verify_costs(target, missing, context_length=context_length, repeats=repeats,
                                           statistic=statistic, **measure_kwargs))
         atomic_write_json(path, {"key": key, "costs": {str(n): s for n, s in sorted(costs.items())}, "measured_at": time.time()},

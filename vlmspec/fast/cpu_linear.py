@@ -468,5 +468,19 @@ def fast_status(model: nn.Module) -> dict[str, str]:
     return out
 
 
+def pack_now(model: nn.Module) -> int:
+    """Pack every packed linear's weight now instead of on its first forward; returns how many.
+    A layer whose packing fails falls back to the stock path, as it would on first use."""
+    count = 0
+    for module in model.modules():
+        if type(module) is PackedLinear and not module._vlmspec_fast.broken:
+            try:
+                module._packed()
+                count += 1
+            except Exception as exc:  # noqa: BLE001 - same fallback as forward()
+                module._vlmspec_fast.broken = f"{type(exc).__name__}: {exc}"[:300]
+    return count
+
+
 def is_accelerated(model: nn.Module) -> bool:
     return has_packed_linears(model)

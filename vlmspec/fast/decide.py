@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .cpu_linear import FastConfig, FastReport, accelerate_cpu, restore
+from .cpu_linear import FastConfig, FastReport, accelerate_cpu, pack_now, restore
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ def accelerate_target(
     keep, reason = should_keep(stock, fast, decide)
     if keep:
         report = accelerate_cpu(model, config)  # plans are cached: no re-tuning
+        pack_now(model)  # pack at load, so the first generate runs as fast as the next ones
     return TargetFastReport(report, keep and report.enabled, reason, verify_ms)
 
 
