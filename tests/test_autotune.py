@@ -178,3 +178,24 @@ def test_measure_on_a_real_target(tiny_llava_path, tmp_path):
     key = json.loads(path.read_text())["key"]
     assert key["model"].startswith("llava-h64-l2-") and key["fast_cpu"] is False
     assert os.path.getsize(path) > 0
+
+
+def test_implausible_costs_are_remeasured_and_never_cached(tmp_path, monkeypatch):
+    """A load spike (8 tokens measured 3x cheaper than 2) is measured again; still implausible:
+    used for the run, warned about, not written to the cache."""
+    import vlmspec.core.autotune as autotune
+    from vlmspec.errors import OneTimeSetupWarning
+
+    tables = [{1: 0.01, 2: 0.09, 8: 0.03}, {1: 0.01, 2: 0.012, 8: 0.02}]
+    calls = []
+    monkeypatch.setattr(autotune, "measure_verify_costs",
+                        lambda target, counts, **kw: calls.append(1) or dict(tables[min(len(calls) - 1, 1)]))
+    got = autotune.load_or_measure(object(), (1, 2, 8), fingerprint="fp", fast_cpu=False, home=tmp_path)
+    assert len(calls) == 2 and got == tables[1]  # the second, plausible table is kept and cached
+    assert list(tmp_path.rglob("verify-*.json"))
+    busy = [{1: 0.01, 2: 0.09, 8: 0.03}]
+    monkeypatch.setattr(autotune, "measure_verify_costs", lambda target, counts, **kw: dict(busy[0]))
+    with pytest.warns(OneTimeSetupWarning, match="busy machine"):
+        got = autotune.load_or_measure(object(), (1, 2, 8), fingerprint="other", fast_cpu=False, home=tmp_path / "b")
+    assert got == busy[0] and not list((tmp_path / "b").rglob("verify-*.json"))
+    assert autotune.plausible_costs({1: 1.0, 2: 1.1, 4: 1.5}) and not autotune.plausible_costs({1: 1.0, 4: 0.4})

@@ -388,6 +388,20 @@ def _read_cache(path: Path, key: dict) -> dict[int, float]:
         return {}  # missing or corrupt: measure again
 
 
+NOISE_RATIO = 2.0  # verifying n tokens may not cost more than twice verifying m > n tokens
+
+
+def plausible_costs(costs: Mapping[int, float], ratio: float = NOISE_RATIO) -> bool:
+    """Whether a cost table could come from a quiet machine: verifying more tokens is never far
+    cheaper than verifying fewer (a load spike during one measurement breaks this)."""
+    counts = sorted(costs)
+    return all(costs[n] <= ratio * costs[m] for i, n in enumerate(counts) for m in counts[i + 1:])
+
+
+def _costs_text(costs: Mapping[int, float]) -> str:
+    return " ".join(f"{n}:{s * 1e3:.1f}ms" for n, s in sorted(costs.items()))
+
+
 PACKED_MARKER = "_vlmspec_fast"  # the attribute vlmspec.fast puts on every linear it packs
 
 
@@ -435,8 +449,16 @@ def load_or_measure(
     if missing:
         warnings.warn(f"measuring this model's verify cost for {len(missing)} token counts on this machine "
                       f"(once: cached in {path}, later runs skip it)", OneTimeSetupWarning, stacklevel=2)
-        costs.update(measure_verify_costs(target, missing, context_length=context_length, repeats=repeats,
-                                          statistic=statistic, **measure_kwargs))
+        measure = lambda: measure_verify_costs(target, missing, context_length=context_length,  # noqa: E731
+                                               repeats=repeats, statistic=statistic, **measure_kwargs)
+        costs.update(measure())
+        if not plausible_costs(costs):  # a busy machine: a bigger batch measured far cheaper than a smaller one
+            costs.update(measure())
+        if not plausible_costs(costs):
+            warnings.warn(f"verify costs measured on a busy machine look wrong ({_costs_text(costs)}); used for "
+                          "this run only, not cached: measure again when the machine is quiet", OneTimeSetupWarning,
+                          stacklevel=2)
+            return {int(n): costs[int(n)] for n in sorted({int(n) for n in token_counts})}
         atomic_write_json(path, {"key": key, "costs": {str(n): s for n, s in sorted(costs.items())}, "measured_at": time.time()},
                           indent=1, sort_keys=True)
     return {int(n): costs[int(n)] for n in sorted({int(n) for n in token_counts})}
