@@ -191,7 +191,7 @@ def test_builtin_synthetic_sets():
     assert long.samples[0].load_image().mode == "RGB"
     again = load("synthetic-qa", limit=3)
     assert [s.prompt for s in again.samples] == [s.prompt for s in qa.samples]   # deterministic
-    assert set(BUILTINS) == {"synthetic-long", "synthetic-qa"}
+    assert set(BUILTINS) == {"synthetic-long", "synthetic-qa", "prompt-mix", "prompt-mix-indist"}
 
 
 # ------------------------------------------------------------------- errors
