@@ -9,6 +9,7 @@ import pytest
 from vlmspec.data import generate_scene
 from vlmspec.data.answers import (
     HELDOUT_PROMPTS,
+    TRAIN_PROMPTS_WIDE,
     PROMPT_STYLES,
     TRAIN_PROMPTS,
     answer,
@@ -85,8 +86,35 @@ def test_train_and_heldout_prompts_are_disjoint():
     assert "List the objects in the image, one per line, with their colours." in HELDOUT_PROMPTS["list"]
 
 
+def test_composed_training_wordings_keep_held_out_unseen():
+    import re
+
+    words = lambda p: re.findall(r"[a-z']+", p.lower())  # noqa: E731
+    held4 = {tuple(w[i:i + 4]) for ps in HELDOUT_PROMPTS.values() for p in ps for w in [words(p)]
+             for i in range(len(w) - 3)}
+    held = {normalize_prompt(p) for ps in HELDOUT_PROMPTS.values() for p in ps}
+    for style, wide in TRAIN_PROMPTS_WIDE.items():
+        assert wide[:len(TRAIN_PROMPTS[style])] == TRAIN_PROMPTS[style]  # the hand-written ones first
+        assert len(wide) >= 40 and len({normalize_prompt(p) for p in wide}) == len(wide)
+        for p in wide[len(TRAIN_PROMPTS[style]):]:
+            w = words(p)
+            assert normalize_prompt(p) not in held
+            assert not any(tuple(w[i:i + 4]) in held4 for i in range(len(w) - 3)), p
+
+
+def test_single_shape_descriptions_are_full_sentences():
+    singles = [s for s in SCENES if s.kind == "shapes" and len(s.shapes) == 1][:30]
+    assert singles
+    rng = random.Random(5)
+    for scene in singles:
+        text = answer(scene, "describe", rng)
+        assert len(text.split()) >= 25, text
+        facts = fact_check(text, scene)
+        assert facts["right"] == facts["mentions"] > 0
+
+
 def test_sample_dialogue_uses_the_right_prompt_set():
-    train = {p for ps in TRAIN_PROMPTS.values() for p in ps}
+    train = {p for ps in TRAIN_PROMPTS_WIDE.values() for p in ps}
     held = {p for ps in HELDOUT_PROMPTS.values() for p in ps}
     rng = random.Random(2)
     lengths = set()

@@ -5,6 +5,8 @@ This module turns a scene into chat-style training data for a small demo VLM:
 
 * :data:`TRAIN_PROMPTS` / :data:`HELDOUT_PROMPTS`: user prompt wordings per answer style
   (:data:`PROMPT_STYLES`); the held-out wordings never occur in training.
+  :data:`TRAIN_PROMPTS_WIDE` adds ~36 composed wordings per style (a small grammar; none
+  shares a word 4-gram with a held-out prompt): what :func:`sample_dialogue` trains on.
 * :func:`answer` writes an answer of one style (describe, list, count, compare, locate,
   read, chart, story, short). Every fact in it comes from the spec, so it is true by
   construction; only the wording, order and length are random (from the ``random.Random``
@@ -167,6 +169,61 @@ HELDOUT_PROMPTS: dict[str, tuple[str, ...]] = {
         "Imagine a story that happens in this picture.",
     ),
 }
+
+
+# Composed training wordings: a small grammar per style (lead-in x request x focus), so the model
+# learns the *kind* of request rather than ten memorised sentences. Written from generic VLM
+# instruction styles, not from the held-out set; any composed wording that shares a word 4-gram
+# with a held-out prompt is dropped (see ``_compose``), so held-out wordings stay unseen.
+_LEADS = ("", "Please ", "Could you ", "Can you ", "I'd like you to ", "Quick question: ")
+_GRAMMAR: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "describe": (("describe", "give a description of", "tell me about", "explain", "talk me through", "summarise"),
+                 ("this image", "the picture", "what is shown", "the scene", "everything here", "the image, in detail",
+                  "the picture in a few sentences", "the whole image")),
+    "list": (("list", "name", "write down", "enumerate", "give me a list of", "make a bullet list of"),
+             ("the shapes", "the things you see", "all the objects", "each item and its colour",
+              "what is in the picture", "the elements of the scene")),
+    "count": (("count", "tell me the number of", "work out how many there are of", "give the number of"),
+              ("the shapes", "the objects", "the items in the picture", "the things drawn here")),
+    "compare": (("compare", "contrast the sizes of", "say which is largest among", "order by size"),
+                ("the shapes", "the objects", "the items shown", "the things in the picture")),
+    "locate": (("say where to find", "describe the position of", "locate", "tell me where I can see"),
+               ("each shape", "every object", "the items", "each thing in the picture")),
+    "read": (("read", "transcribe", "tell me", "write out"),
+             ("the writing", "any text in the image", "what the text says", "the word or number shown")),
+    "chart": (("explain", "summarise", "describe", "read off the values of"),
+              ("the chart", "the graph", "the plot", "the data in the figure")),
+    "story": (("write", "tell", "make up", "invent"),
+              ("a short story about this picture", "a tiny tale about the image", "a little story set in this scene",
+               "a few lines of fiction about what you see")),
+}
+
+
+def _words(p: str) -> list[str]:
+    return re.findall(r"[a-z']+", p.lower())
+
+
+def _compose(style: str, heldout: dict[str, tuple[str, ...]], base: tuple[str, ...], n: int = 36) -> tuple[str, ...]:
+    """``base`` plus up to ``n`` composed wordings for ``style`` (deterministic; held-out 4-grams excluded)."""
+    held4 = {tuple(w[i:i + 4]) for ps in heldout.values() for p in ps for w in [_words(p)] for i in range(len(w) - 3)}
+    verbs, objects = _GRAMMAR[style]
+    rng = random.Random(f"compose|{style}")
+    seen = {normalize_prompt(p) for p in base}
+    out = list(base)
+    combos = [(lead, v, o) for lead in _LEADS for v in verbs for o in objects]
+    rng.shuffle(combos)
+    for lead, v, o in combos:
+        if len(out) >= len(base) + n:
+            break
+        text = f"{lead}{v} {o}".strip()
+        text = text[0].upper() + text[1:] + ("?" if lead.strip() in ("Could you", "Can you") else ".")
+        w = _words(text)
+        if normalize_prompt(text) in seen or any(tuple(w[i:i + 4]) in held4 for i in range(len(w) - 3)):
+            continue
+        seen.add(normalize_prompt(text))
+        out.append(text)
+    return tuple(out)
+
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 # Colour words the fact checker recognises (shape colours plus common others, to catch errors).
@@ -371,6 +428,25 @@ def _shape_sentence(sh: ShapeSpec, rng: random.Random, first: bool) -> str:
     return rng.choice(t)
 
 
+_SYMMETRY = {"square": 90.0, "triangle": 120.0, "hexagon": 60.0, "star": 72.0}
+
+
+def _pose(sh: ShapeSpec, rng: random.Random) -> str:
+    """A true remark on the shape's orientation ("" for circles and unclear cases)."""
+    sym = _SYMMETRY.get(sh.kind)
+    if sym is None:
+        return ""
+    off = (getattr(sh, "rotation", 0.0) or 0.0) % sym
+    off = min(off, sym - off)
+    if off < 2.0:
+        return rng.choice((f"The {sh.kind} stands upright, not tilted.", "It is drawn straight, with no tilt.",
+                           f"The {sh.kind} is upright."))
+    if off > 10.0:
+        return rng.choice((f"The {sh.kind} is drawn at an angle.", "It is tilted a little to one side.",
+                           f"The {sh.kind} is rotated rather than upright."))
+    return ""
+
+
 def _order(shapes: Sequence[ShapeSpec], rng: random.Random) -> tuple[list[ShapeSpec], str]:
     mode = rng.choice(("position", "size", "colour", "random", "column"))
     if mode == "position":
@@ -406,6 +482,9 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
     extra = []
     if n == 1:
         sh = shapes[0]
+        pose = _pose(sh, rng)
+        if pose:
+            extra.append(pose)
         extra.append(rng.choice((
             f"It is {'quite big' if sh.size == 'large' else 'fairly small' if sh.size == 'small' else 'of medium size'}"
             f" and filled with a single {_colour_word(rng)}.",
@@ -438,8 +517,10 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
         "The shapes are drawn in a simple, flat style.", "There is nothing else in the picture.",
         "It is a simple, tidy composition.", "No text or numbers appear in the image.",
     ))
-    if n == 1 and not closing:
-        closing = rng.choice(("The rest of the image is empty.", "Apart from it, the image is blank."))
+    if n == 1:
+        closing = " ".join(x for x in (closing, rng.choice((
+            "The rest of the image is empty.", "Apart from it, the image is blank.",
+            "There is plenty of empty space around it.", "Nothing else is drawn around it."))) if x)
     if scene.background == "photo":
         closing = rng.choice(("Behind the shapes, the photograph's own details are hard to make out.",
                               "The photo underneath is only a backdrop; its details are not clear."))
@@ -474,7 +555,7 @@ def _list_shapes(scene: Scene, rng: random.Random) -> str:
     head = rng.choice(("", "Here are the objects:", "The image contains:", f"{_cap(_num(n))} item{'s' if n != 1 else ''}:",
                        f"Here {'is' if n == 1 else 'are'} the {_num(n)} shape{'s' if n != 1 else ''} I can see:"))
     body = _list_lines(items, rng)
-    tail = rng.choice(("", f"That makes {_num(n)} shape{'s' if n != 1 else ''} in total, on {_background(scene, rng)}.",
+    tail = rng.choice(("" if n > 1 else "Nothing else appears in the image.", f"That makes {_num(n)} shape{'s' if n != 1 else ''} in total, on {_background(scene, rng)}.",
                        f"All of them are drawn on {_background(scene, rng)}." if n > 1 else
                        f"It is drawn on {_background(scene, rng)}.",
                        "Nothing else appears in the image."))
@@ -831,7 +912,7 @@ def follow_ups(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
 
 def sample_dialogue(scene: Scene, rng: random.Random, heldout: bool = False) -> list[tuple[str, str]]:
     """A chat: one (prompt, answer) turn of a random style, then with p~0.3 one or two follow-ups."""
-    prompts = HELDOUT_PROMPTS if heldout else TRAIN_PROMPTS
+    prompts = HELDOUT_PROMPTS if heldout else TRAIN_PROMPTS_WIDE
     style = rng.choice(sorted(prompts))
     turns = [(rng.choice(prompts[style]), answer(scene, style, rng))]
     if rng.random() < 0.3:
@@ -901,3 +982,8 @@ def distinct_ngram_ratio(texts: Sequence[str], n: int = 4) -> float:
 def normalize_prompt(p: str) -> str:
     """Lower-case, drop punctuation, squeeze spaces (for prompt-overlap checks)."""
     return " ".join(p.lower().translate(str.maketrans("", "", string.punctuation)).split())
+
+
+# Training wordings: the hand-written ones plus the composed grammar (built last: needs normalize_prompt).
+TRAIN_PROMPTS_WIDE: dict[str, tuple[str, ...]] = {
+    style: _compose(style, HELDOUT_PROMPTS, base) for style, base in TRAIN_PROMPTS.items()}

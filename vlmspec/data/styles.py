@@ -9,6 +9,7 @@ module adds, for ``generate_scene(seed, style="varied")``:
 * backgrounds: more pale colours, flat / noisy / gradient fills, or a photograph (the
   background is then named ``"photo"``) behind the shapes;
 * shapes: any rotation (a third upright), a continuous radius per size class, optional outlines,
+  slight aspect squash, star inner radii and polygon sizes as other drawing tools make them,
   anti-aliased (supersampled) drawing for half the scenes, and a single
   shape that may fill most of the frame (it is then "large" and in the centre cell);
 * text: three font families; JPEG artefacts on a share of all images;
@@ -55,6 +56,8 @@ HUGE_SHARE = 0.6  # share of lone shapes drawn huge
 UPRIGHT_SHARE = 0.35  # share of shapes drawn at rotation 0 (upright, as most drawing tools place them)
 SMOOTH_SHARE = 0.5  # share of shape scenes drawn anti-aliased (supersampled), as matplotlib / vector tools do
 SUPERSAMPLE = 4
+SQUASH = (0.85, 1.15)  # per-axis scale of a squashed shape (60% of shapes)
+STAR_INNER = (0.36, 0.56)  # a star's inner / outer radius
 FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansMono-Bold.ttf")
 
 
@@ -117,12 +120,32 @@ def _draw_shape(draw: ImageDraw.ImageDraw, sh, w: int, h: int, rng: random.Rando
     fill = shape_rgb(sh.color, rng)
     line = jitter((25, 25, 25), rng, 15) if outline else None
     width = rng.randint(1, 4) * line_scale if outline else 0
+    # Geometry as other drawing tools make it: a slight aspect squash (a non-square canvas resized
+    # to a square), a polygon's size measured by circumradius or by half-width, a star's inner radius.
+    sx, sy = (1.0, 1.0) if rng.random() < 0.4 else (rng.uniform(*SQUASH), rng.uniform(*SQUASH))
     if sh.kind == "circle":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill, outline=line, width=width)
+        draw.ellipse([cx - r * sx, cy - r * sy, cx + r * sx, cy + r * sy], fill=fill, outline=line, width=width)
     else:
-        scale = 1.25 if sh.kind == "square" else 1.15
-        points = synthetic._polygon(sh.kind, cx, cy, r * scale, sh.rotation)
+        scale = (1.25 if sh.kind == "square" else 1.15) * rng.uniform(0.85, 1.05)
+        if sh.kind == "star":
+            points = _star(cx, cy, r * scale, sh.rotation, rng.uniform(*STAR_INNER))
+        else:
+            points = synthetic._polygon(sh.kind, cx, cy, r * scale, sh.rotation)
+        points = [(cx + (x - cx) * sx, cy + (y - cy) * sy) for x, y in points]
         draw.polygon(points, fill=fill, outline=line, width=width)
+
+
+def _star(cx: float, cy: float, r: float, rot_deg: float, inner: float) -> list[tuple[float, float]]:
+    """A five-pointed star with inner radius ``inner * r`` (the classic style uses 0.45)."""
+    import math
+
+    rot = math.radians(rot_deg)
+    pts = []
+    for k in range(10):
+        a = -math.pi / 2 + k * math.pi / 5 + rot
+        rr = r if k % 2 == 0 else r * inner
+        pts.append((cx + rr * math.cos(a), cy + rr * math.sin(a)))
+    return pts
 
 
 def render_varied(scene) -> Image.Image:
