@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .batching import BatchTarget
-from .core.batch_loop import speculative_decode_batch
+from .core.batch_loop import BatchSequence, speculative_decode_batch
 from .core.loop import speculative_decode
 from .core.metrics import Metrics, MetricsRecorder
 from .core.sampling import SamplingParams
@@ -113,6 +113,37 @@ class Pipeline:
             images = [load_image(image)]
         return self.target.prepare(images, prompt)
 
+    def prepare_chat(self, messages: Sequence[dict]) -> dict:
+        """Processor outputs for a chat: ``[{"role": "system" | "user" | "assistant", "content": str |
+        [{"type": "text", "text": ...} | {"type": "image", "image": ImageLike}]}]``, the last one from the
+        user. A single user message with its images first equals `prepare(images, text)`."""
+        if not messages:
+            raise PromptError("The conversation is empty; send at least one user message.")
+        chat, images = [], []
+        for i, message in enumerate(messages):
+            role, content = message.get("role"), message.get("content")
+            if role not in ("system", "user", "assistant"):
+                raise PromptError(f"messages[{i}].role is {role!r}; use 'system', 'user' or 'assistant'.")
+            parts = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+            out = []
+            for part in parts:
+                if part.get("type") == "text" and isinstance(part.get("text"), str):
+                    out.append({"type": "text", "text": part["text"]})
+                elif part.get("type") == "image" and role == "user":
+                    images.append(load_image(part["image"]))
+                    out.append({"type": "image"})
+                else:
+                    raise PromptError(f"messages[{i}] holds a part of type {part.get('type')!r}; a message holds "
+                                      "text parts, and user messages image parts too.")
+            chat.append({"role": role, "content": out})
+        if chat[-1]["role"] != "user":
+            raise PromptError("The last message must come from the user (the model answers it).")
+        if not any(p["type"] == "text" and p["text"].strip() for p in chat[-1]["content"]):
+            raise PromptError("The last user message has no text; add the question or instruction.")
+        text = self.target.format_chat(chat)
+        inputs = self.target.processor(images=images or None, text=text, return_tensors="pt")
+        return {k: v.to(self.target.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+
     def generate(
         self,
         image: "ImageLike | Sequence[ImageLike] | None" = None,
@@ -186,19 +217,17 @@ class Pipeline:
                 if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
                     raise InputError(f"generate_batch takes (image, prompt) pairs; got {type(pair).__name__}.")
                 samples.append(self.prepare(*pair))
-        for sample in samples:
-            self.target.check_context(sample["input_ids"].shape[1], max_new_tokens)
-        stops = [StopTracker(criteria) for _ in samples]
-        recorders = [self._recorder() for _ in samples]
+        sequences = [self._batch_sequence(sample, sampling, criteria, seed, max_new_tokens) for sample in samples]
+        stops, recorders = [s.stop for s in sequences], [s.recorder for s in sequences]
         steps = speculative_decode_batch(
             BatchTarget(self.target),
-            [self.drafter.fork() for _ in samples],
+            [s.drafter for s in sequences],
             samples,
             sampling,
-            [self.schedule.build() for _ in samples],
+            [s.schedule for s in sequences],
             stops,
             recorders,
-            [self._generator(sampling, seed) for _ in samples],
+            [s.generator for s in sequences],
         )
         if not stream:
             for _ in steps:
@@ -207,6 +236,32 @@ class Pipeline:
         batch_stream = BatchStream(iter(()))
         batch_stream._events = self._stream_batch(steps, stops, recorders, batch_stream)
         return batch_stream
+
+    def batch_sequence(
+        self,
+        sample: dict,
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+    ) -> BatchSequence:
+        """One sequence for a `BatchDecoder` (continuous batching, e.g. `vlmspec serve`): its own
+        drafter fork, schedule, stop rule and random stream, exactly as `generate` would run it.
+        ``sample``: processor outputs for one prompt (`prepare` / `prepare_chat`). Checks the options
+        and the context length; `result_of` turns the finished sequence into a `Result`."""
+        sampling, criteria = self._decoding_options(max_new_tokens, temperature, top_p, top_k, stop)
+        return self._batch_sequence(sample, sampling, criteria, seed, max_new_tokens)
+
+    def result_of(self, sequence: BatchSequence) -> Result:
+        return self._result(sequence.stop, sequence.recorder)
+
+    def _batch_sequence(self, sample, sampling, criteria, seed, max_new_tokens) -> BatchSequence:
+        self.target.check_context(sample["input_ids"].shape[1], max_new_tokens)
+        return BatchSequence(sample, self.drafter.fork(), sampling, self.schedule.build(), StopTracker(criteria),
+                             self._recorder(), self._generator(sampling, seed))
 
     def autotune(self, pairs: Sequence[tuple], *, max_new_tokens: int = 48) -> str:
         """Fit the draft length (chain drafters) or dynamic-tree shape (tree drafters) to this machine.

@@ -2,7 +2,8 @@
 
 The batch KV cache is kept left-padded: after every step each sequence's kept positions
 (its prompt and accepted tokens) are gathered to the right end of the cache and the rest
-is masked out, so ragged acceptance costs one gather per step. Each forward gets a 4-D
+is masked out, so ragged acceptance costs one gather per step. `merge` joins two batches
+(left-padding the shorter cache), so new sequences can enter a running batch. Each forward gets a 4-D
 bool mask [batch, 1, rows, cache + rows] (padding hidden, tree/causal structure among
 the new rows) and per-sequence position ids, so every sequence computes exactly what
 it would compute alone. Finished sequences leave the batch.
@@ -27,8 +28,8 @@ class BatchState:
     cache: DynamicCache  # [active, heads, cache_len, head_dim] per layer, left-padded
     valid: torch.Tensor  # [active, cache_len] bool: real (not padding) positions
     next_position: torch.Tensor  # [active] position id of each sequence's next token
-    active: list[int]  # original index of each row still in the batch
-    views: list[TargetState]  # per original sequence: what a drafter may look at (no cache)
+    active: list[int]  # key (original index) of each row still in the batch
+    views: "list[TargetState] | dict[int, TargetState]"  # per key: what a drafter may look at (no cache)
 
 
 class BatchTarget:
@@ -146,3 +147,25 @@ class BatchTarget:
         state.next_position = (state.next_position + grown)[batch_rows]
         state.valid = valid
         state.active = [state.active[b] for b in survivors]
+
+    def merge(self, running: BatchState, joining: BatchState) -> BatchState:
+        """One batch holding both: the shorter cache is left-padded (masked) to the longer one."""
+        width = max(running.valid.shape[1], joining.valid.shape[1])
+
+        def pad(t: torch.Tensor, dim: int, value=0) -> torch.Tensor:  # left-pad `t` along `dim` to `width`
+            missing = width - t.shape[dim]
+            if missing == 0:
+                return t
+            shape = list(t.shape)
+            shape[dim] = missing
+            return torch.cat([torch.full(shape, value, dtype=t.dtype, device=t.device), t], dim=dim)
+
+        for mine, theirs in zip(running.cache.layers, joining.cache.layers):  # keys [batch, heads, len, dim]
+            mine.keys = torch.cat([pad(mine.keys, 2), pad(theirs.keys, 2)])
+            mine.values = torch.cat([pad(mine.values, 2), pad(theirs.values, 2)])
+        running.valid = torch.cat([pad(running.valid, 1, False), pad(joining.valid, 1, False)])
+        running.next_position = torch.cat([running.next_position, joining.next_position])
+        running.active = running.active + joining.active
+        as_dict = lambda v: dict(enumerate(v)) if isinstance(v, list) else dict(v)  # noqa: E731
+        running.views = {**as_dict(running.views), **as_dict(joining.views)}
+        return running

@@ -205,6 +205,21 @@ class Target:
             )
         return f"{image_token}\n" * num_images + prompt
 
+    def format_chat(self, messages: list[dict]) -> str:
+        """A multi-turn chat (HF chat format: ``content`` a list of ``{"type": "image"}`` /
+        ``{"type": "text", "text": ...}`` parts) as the model's prompt, ready for a new answer."""
+        template = getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
+        images = sum(part.get("type") == "image" for m in messages for part in m["content"])
+        if template:
+            return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        if len(messages) == 1 and messages[0]["role"] == "user":
+            text = "".join(part["text"] for part in messages[0]["content"] if part.get("type") == "text")
+            return self.format_prompt(text, images)
+        raise PromptError(
+            "This checkpoint has no chat template, so a conversation of several messages (or a system message) "
+            "cannot be laid out; send one user message, or use a checkpoint whose processor has a chat_template."
+        )
+
     def prepare(self, images: list, prompt: str) -> dict:
         """Processor outputs for `model.generate(**inputs)`: input_ids, attention_mask, pixel_values, ..."""
         text = self.format_prompt(prompt, len(images))

@@ -1,0 +1,9 @@
+"""`vlmspec serve`: an OpenAI-compatible HTTP server with continuous speculative batching.
+
+`engine` runs the batch on one background thread; `app` is the HTTP layer (FastAPI);
+`protocol` checks and converts OpenAI chat-completion requests; `static/` holds the page at `/`.
+"""
+
+from .engine import Engine, EngineConfig, Event, Handle, Job, Token
+
+__all__ = ["Engine", "EngineConfig", "Event", "Handle", "Job", "Token"]
