@@ -11,7 +11,7 @@ from vlmspec.api import Pipeline
 from vlmspec.batching import BatchTarget
 from vlmspec.core.batch_loop import BatchDecoder
 from vlmspec.errors import PromptError
-from vlmspec.serving import Engine, EngineConfig, Job
+from vlmspec.serving.engine import Engine, EngineConfig, Job
 
 from conftest import random_image
 

@@ -1,4 +1,4 @@
-"""The `vlmspec` command line: `vlmspec generate | eval | verdict | train ...`.
+"""The `vlmspec` command line: `vlmspec generate | eval | verdict | train | serve ...`.
 
 `generate` streams text to stdout as tokens are accepted and prints the metrics at the
 end (to stderr, so stdout stays the answer); `--json` prints one JSON object instead.
@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("vlmspec.evaluation.cli", "add_eval_parser"),
         ("vlmspec.verdict.cli", "add_verdict_parser"),
         ("vlmspec.training.cli", "add_train_parser"),
+        ("vlmspec.serving.cli", "add_serve_parser"),
     ):
         module = __import__(module_name, fromlist=[hook])
         getattr(module, hook)(subparsers)

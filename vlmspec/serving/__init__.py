@@ -2,8 +2,5 @@
 
 `engine` runs the batch on one background thread; `app` is the HTTP layer (FastAPI);
 `protocol` checks and converts OpenAI chat-completion requests; `static/` holds the page at `/`.
+Nothing is imported here, so `vlmspec --help` stays light; import from the submodules.
 """
-
-from .engine import Engine, EngineConfig, Event, Handle, Job, Token
-
-__all__ = ["Engine", "EngineConfig", "Event", "Handle", "Job", "Token"]

@@ -52,6 +52,7 @@ class Event:
     tokens: list[Token] = field(default_factory=list)
     result: Result | None = None
     error: Exception | None = None
+    prompt_tokens: int = 0  # set with the result: the prompt's length, image tokens included
 
 
 @dataclass
@@ -204,7 +205,7 @@ class Engine:
                 if tail and tokens:
                     tokens[-1].text += tail
                 handle.emit(Event(tokens=tokens))
-                handle.emit(Event(result=result))
+                handle.emit(Event(result=result, prompt_tokens=int(seq.sample["input_ids"].shape[1])))
                 self._running.pop(key)
             else:
                 handle.emit(Event(tokens=tokens))
