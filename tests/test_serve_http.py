@@ -219,6 +219,8 @@ def test_bad_input_gets_a_4xx_naming_the_problem(server, case):
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert words in error["message"] and error["type"]
+    if case == "too-long":
+        assert error["code"] == "context_length_exceeded"
 
 
 def test_oversized_body_is_refused(server):

@@ -24,7 +24,7 @@ _EXPORTS = {
     "ScheduleConfig": ".core.schedule",
     **dict.fromkeys(["ModelDrafter", "NoDrafter", "PromptLookupDrafter", "build_drafter", "register_drafter"],
                     ".drafters"),
-    **dict.fromkeys(["DraftDepthWarning", "OneTimeSetupWarning", "DrafterMismatchError", "ImageError", "InputError", "ModelLoadError",
+    **dict.fromkeys(["ContextLengthError", "DraftDepthWarning", "OneTimeSetupWarning", "DrafterMismatchError", "ImageError", "InputError", "ModelLoadError",
                      "NumericalError", "PromptError", "UnsupportedError", "VlmspecError", "VlmspecWarning"],
                     ".errors"),
     **dict.fromkeys(["Target", "TargetConfig"], ".target"),

@@ -140,9 +140,7 @@ class Pipeline:
             raise PromptError("The last message must come from the user (the model answers it).")
         if not any(p["type"] == "text" and p["text"].strip() for p in chat[-1]["content"]):
             raise PromptError("The last user message has no text; add the question or instruction.")
-        text = self.target.format_chat(chat)
-        inputs = self.target.processor(images=images or None, text=text, return_tensors="pt")
-        return {k: v.to(self.target.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+        return self.target.prepare_chat(chat, images)
 
     def generate(
         self,

@@ -28,8 +28,8 @@ class BatchState:
     cache: DynamicCache  # [active, heads, cache_len, head_dim] per layer, left-padded
     valid: torch.Tensor  # [active, cache_len] bool: real (not padding) positions
     next_position: torch.Tensor  # [active] position id of each sequence's next token
-    active: list[int]  # key (original index) of each row still in the batch
-    views: "list[TargetState] | dict[int, TargetState]"  # per key: what a drafter may look at (no cache)
+    active: list[int]  # key of each row still in the batch
+    views: dict[int, TargetState]  # per key: what a drafter may look at (no cache)
 
 
 class BatchTarget:
@@ -39,8 +39,10 @@ class BatchTarget:
         self.target = target
 
     @torch.inference_mode()
-    def prefill(self, samples: list[dict], need_hidden: bool = False) -> tuple[BatchState, torch.Tensor]:
-        """`samples`: per-sequence processor outputs. Returns the state and first-token logits [batch, vocab]."""
+    def prefill(self, samples: list[dict], need_hidden: bool = False,
+                keys: list[int] | None = None) -> tuple[BatchState, torch.Tensor]:
+        """`samples`: per-sequence processor outputs, named by `keys` (default 0..n-1) in the state.
+        Returns the state and first-token logits [batch, vocab]."""
         model = self.target.model
         device = self.target.device
         lengths = [s["input_ids"].shape[1] for s in samples]
@@ -74,13 +76,14 @@ class BatchTarget:
             output_hidden_states=need_hidden,
             **kwargs,
         )
-        views = []
-        for row, (sample, length, features) in enumerate(zip(samples, lengths, features_per_sample)):
+        keys = list(range(len(samples))) if keys is None else list(keys)
+        views = {}
+        for row, (key, sample, length, features) in enumerate(zip(keys, samples, lengths, features_per_sample)):
             ids = sample["input_ids"]  # [1, prompt_len]
             hidden = out.hidden_states[-1][row : row + 1, width - length :] if need_hidden else None
             spans = image_spans(ids[0], self.target.image_token_id, [f.shape[0] for f in features])
-            views.append(TargetState(None, ids, sample, features, spans, hidden))
-        state = BatchState(cache, valid, valid.sum(-1), list(range(len(samples))), views)
+            views[key] = TargetState(None, ids, sample, features, spans, hidden)
+        state = BatchState(cache, valid, valid.sum(-1), keys, views)
         logits = out.logits[:, -1]  # [batch, vocab]
         check_finite(logits)
         return state, logits
@@ -166,6 +169,5 @@ class BatchTarget:
         running.valid = torch.cat([pad(running.valid, 1, False), pad(joining.valid, 1, False)])
         running.next_position = torch.cat([running.next_position, joining.next_position])
         running.active = running.active + joining.active
-        as_dict = lambda v: dict(enumerate(v)) if isinstance(v, list) else dict(v)  # noqa: E731
-        running.views = {**as_dict(running.views), **as_dict(joining.views)}
+        running.views = {**running.views, **joining.views}
         return running

@@ -17,6 +17,10 @@ class PromptError(InputError):
     """The prompt is empty or does not fit the model's context."""
 
 
+class ContextLengthError(PromptError):
+    """The prompt plus max_new_tokens does not fit the model's context."""
+
+
 class ModelLoadError(VlmspecError):
     """A target, drafter or default model could not be loaded or built."""
 

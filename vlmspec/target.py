@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor,
 from .core.cache import cache_kwargs, cache_length, keep_positions, truncate_cache
 from .core.masks import model_mask
 from .core.tree import is_chain, tree_attention
-from .errors import InputError, ModelLoadError, NumericalError, PromptError, UnsupportedError
+from .errors import ContextLengthError, InputError, ModelLoadError, NumericalError, PromptError, UnsupportedError
 from .hub import resolve_checkpoint
 from .quiet import quiet_transformers
 
@@ -185,9 +185,12 @@ class Target:
         return next(self.model.parameters()).device
 
     # ------------------------------------------------------------------ inputs
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None))
+
     def format_prompt(self, prompt: str, num_images: int) -> str:
         """The prompt as the model was trained to see it: through the chat template when there is one."""
-        template = getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
         image_token = getattr(self.processor, "image_token", "<image>")
         placeholders = prompt.count(image_token)
         if placeholders:  # a raw prompt that already places its images: used as written
@@ -198,19 +201,16 @@ class Target:
                     "images through the chat template."
                 )
             return prompt
-        if template:
+        if self.has_chat_template:
             content = [{"type": "image"} for _ in range(num_images)] + [{"type": "text", "text": prompt}]
-            return self.processor.apply_chat_template(
-                [{"role": "user", "content": content}], add_generation_prompt=True
-            )
+            return self.format_chat([{"role": "user", "content": content}])
         return f"{image_token}\n" * num_images + prompt
 
     def format_chat(self, messages: list[dict]) -> str:
         """A multi-turn chat (HF chat format: ``content`` a list of ``{"type": "image"}`` /
         ``{"type": "text", "text": ...}`` parts) as the model's prompt, ready for a new answer."""
-        template = getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
         images = sum(part.get("type") == "image" for m in messages for part in m["content"])
-        if template:
+        if self.has_chat_template:
             return self.processor.apply_chat_template(messages, add_generation_prompt=True)
         if len(messages) == 1 and messages[0]["role"] == "user":
             text = "".join(part["text"] for part in messages[0]["content"] if part.get("type") == "text")
@@ -222,13 +222,20 @@ class Target:
 
     def prepare(self, images: list, prompt: str) -> dict:
         """Processor outputs for `model.generate(**inputs)`: input_ids, attention_mask, pixel_values, ..."""
-        text = self.format_prompt(prompt, len(images))
+        return self.encode(images, self.format_prompt(prompt, len(images)))
+
+    def prepare_chat(self, messages: list[dict], images: list) -> dict:
+        """Processor outputs for a chat laid out by `format_chat` (``images`` in the order of its image parts)."""
+        return self.encode(images, self.format_chat(messages))
+
+    def encode(self, images: list, text: str) -> dict:
+        """The processor on an already laid-out prompt, tensors moved to the model's device."""
         inputs = self.processor(images=images or None, text=text, return_tensors="pt")
         return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
 
     def check_context(self, prompt_len: int, max_new_tokens: int) -> None:
         if self.max_context and prompt_len + max_new_tokens > self.max_context:
-            raise PromptError(
+            raise ContextLengthError(
                 f"The prompt is {prompt_len} tokens (image tokens included) and max_new_tokens is "
                 f"{max_new_tokens}: {prompt_len + max_new_tokens} tokens exceed the model's context of "
                 f"{self.max_context}. Shorten the prompt or lower max_new_tokens to at most "

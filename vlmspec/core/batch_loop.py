@@ -66,10 +66,8 @@ class BatchDecoder:
             return []
         need_hidden = any(s.drafter.needs_target_hidden for s in sequences)
         started = time.perf_counter()
-        state, first_logits = self.batch_target.prefill([s.sample for s in sequences], need_hidden)  # [n, vocab]
         keys = [next(self._keys) for _ in sequences]
-        state.active = list(keys)
-        state.views = dict(zip(keys, state.views))
+        state, first_logits = self.batch_target.prefill([s.sample for s in sequences], need_hidden, keys)  # [n, vocab]
         for row, (key, seq) in enumerate(zip(keys, sequences)):
             view = state.views[key]
             first = choose_token(first_logits[row], seq.sampling, seq.generator)

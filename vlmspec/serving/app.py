@@ -22,7 +22,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..api import Pipeline
-from ..errors import InputError, VlmspecError
+from ..drafters.registry import drafter_name
+from ..errors import ContextLengthError, InputError, VlmspecError
 from . import protocol
 from .engine import Engine, EngineConfig, Event, QueueFull
 from .protocol import ApiError, Limits, StopText
@@ -77,7 +78,7 @@ def create_app(
     engine = Engine(pipeline, engine_config)
     metrics = ServerMetrics(engine)
     engine.on_step = lambda info: metrics.steps.inc()
-    drafter = _drafter_name(pipeline)
+    drafter = drafter_name(pipeline.drafter)
 
     async def lifespan(app):
         engine.start()
@@ -153,7 +154,7 @@ def create_app(
         cid, created = protocol.completion_id(), protocol.now()
         stops = StopText(parsed.job.options["stop"])
         if parsed.stream:
-            chunks = _stream(parsed, first, events, handle, cid, created, stops, drafter, metrics, started,
+            chunks = _stream(parsed, first, events, handle, cid, created, stops, metrics, started,
                              first_token_seconds)
             return StreamingResponse(chunks, media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -180,7 +181,7 @@ def create_app(
 
 
 async def _stream(parsed, first: Event, events: asyncio.Queue, handle, cid: str, created: int, stops: StopText,
-                  drafter: str, metrics: ServerMetrics, started: float, first_token_seconds: float):
+                  metrics: ServerMetrics, started: float, first_token_seconds: float):
     """Server-sent events in OpenAI's chunk format, each with the tokens it carries (draft or target)."""
 
     def chunk(delta: dict, finish: str | None = None, extra: dict | None = None, choices: bool = True) -> str:
@@ -228,7 +229,7 @@ def _api_error(exc: Exception) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, InputError):
-        code = "context_length_exceeded" if "context" in str(exc) else "invalid_request"
+        code = "context_length_exceeded" if isinstance(exc, ContextLengthError) else "invalid_request"
         return ApiError(400, str(exc), code=code)
     if isinstance(exc, VlmspecError):
         return ApiError(500, str(exc), code="generation_failed", kind="server_error")
@@ -239,8 +240,3 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, f"The request body is larger than this server's limit of {limit} bytes; send a smaller "
                          "image or start the server with a larger --max-body-mb.", code="request_too_large")
 
-
-def _drafter_name(pipeline: Pipeline) -> str:
-    from ..drafters.registry import drafter_name
-
-    return drafter_name(pipeline.drafter)

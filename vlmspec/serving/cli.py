@@ -30,6 +30,7 @@ def _run_serve(args) -> int:
     import uvicorn
 
     from ..api import load
+    from ..drafters.registry import drafter_name
     from .app import create_app
     from .engine import EngineConfig
     from .protocol import Limits
@@ -46,16 +47,10 @@ def _run_serve(args) -> int:
     app = create_app(pipe, model_id=model_id, engine_config=engine_config,
                      limits=Limits(default_max_tokens=args.max_tokens, image_dir=args.image_dir),
                      api_key=args.api_key, max_body_bytes=int(args.max_body_mb * 2**20))
-    print(f"vlmspec serve: model {model_id!r}, drafter {_drafter(pipe)}, "
+    print(f"vlmspec serve: model {model_id!r}, drafter {drafter_name(pipe.drafter)}, "
           f"http://{args.host}:{args.port}/ (OpenAI API at /v1)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
-
-
-def _drafter(pipe) -> str:
-    from ..drafters.registry import drafter_name
-
-    return drafter_name(pipe.drafter)
 
 
 def _model_id(target) -> str:

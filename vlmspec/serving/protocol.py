@@ -90,12 +90,10 @@ def parse_request(body: object, served_model: str, limits: Limits = Limits()) ->
         "max_new_tokens": _max_tokens(body, limits),
         "temperature": _number(body, "temperature", 1.0, 0.0, 2.0),
         "top_p": _number(body, "top_p", None, 0.0, 1.0, low_open=True),
-        "top_k": _integer(body, "top_k", None, 1),
+        "top_k": None if body.get("top_k") == -1 else _integer(body, "top_k", None, 1),  # -1: vLLM's "no top-k"
         "seed": _integer(body, "seed", None, 0, 2**63 - 1),
         "stop": _stop(body.get("stop")),
     }
-    if options["top_k"] == -1:  # vLLM's "no top-k"
-        options["top_k"] = None
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise ApiError(400, f"'stream' must be true or false, got {stream!r}.", param="stream")
@@ -121,8 +119,6 @@ def _integer(body, name, default, low, high=None):
     value = body.get(name, default)
     if value is None:
         return default
-    if name == "top_k" and value == -1:
-        return -1
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         raise ApiError(400, f"'{name}' must be an integer >= {low}, got {value!r}.", param=name)
     return value
@@ -242,9 +238,8 @@ def finish_reason(reason: str) -> str:
     return "length" if reason == "length" else "stop"
 
 
-def extension(result_or_metrics, drafter: str) -> dict:
-    """The ``vlmspec`` field: how the answer was made (lossless speculative decoding)."""
-    m = result_or_metrics
+def extension(m, drafter: str) -> dict:
+    """The ``vlmspec`` field from a request's `Metrics`: how the answer was made (lossless speculative decoding)."""
     return {"drafter": drafter, "lossless": True, "tau": round(m.tau, 4), "acceptance_rate": round(m.acceptance_rate, 4),
             "target_forwards": m.target_forwards, "tokens_per_second": round(m.tokens_per_second, 2)}
 
