@@ -50,3 +50,16 @@ def test_loading_prints_no_transformers_bars(tiny_llava_path, capfd):
     err = capfd.readouterr().err
     assert "Loading weights" not in err, err
     assert hf_logging.is_progress_bar_enabled()  # restored for the user's own transformers calls
+
+
+def test_quiet_transformers_silences_the_gguf_bar_and_restores_it(capfd):
+    from transformers import modeling_gguf_pytorch_utils as gguf_module
+
+    from vlmspec.quiet import quiet_transformers
+
+    original = gguf_module.tqdm
+    with quiet_transformers():
+        for _ in gguf_module.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."):
+            pass
+    assert "de-quantizing" not in capfd.readouterr().err
+    assert gguf_module.tqdm is original

@@ -184,6 +184,14 @@ class Target:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def describe_device(self) -> str:
+        """The device, its dtype, and on CPU the threads and what ``fast_cpu`` decided: speed depends on them."""
+        device = self.device
+        dtype = str(self.model.dtype).removeprefix("torch.")
+        if device.type == "cuda":
+            return f"cuda ({torch.cuda.get_device_name(device)}), {dtype}"
+        return f"{device} ({torch.get_num_threads()} threads), {dtype}; fast_cpu: {self.fast_cpu_report}"
+
     # ------------------------------------------------------------------ inputs
     @property
     def has_chat_template(self) -> bool:

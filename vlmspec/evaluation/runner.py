@@ -581,15 +581,9 @@ def _run_method(method: Method, name: str, sample: Sample, inputs: Callable[[], 
 
 
 def _describe_device(target) -> str:
-    """The target's device, and on CPU what ``fast_cpu`` decided for it: speed-ups depend on it."""
-    import torch
-
-    device = target.device
-    if getattr(device, "type", "cpu") == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    fast = getattr(target, "fast_cpu_report", None)
-    threads = f"{device} ({torch.get_num_threads()} threads)"
-    return f"{threads}; fast_cpu: {fast}" if fast else threads
+    """The target's device, dtype, and on CPU what ``fast_cpu`` decided for it: speed-ups depend on it."""
+    describe = getattr(target, "describe_device", None)
+    return describe() if describe is not None else str(getattr(target, "device", "cpu"))
 
 
 def run_eval(

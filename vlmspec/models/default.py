@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,7 +267,11 @@ def default_model_dir(*, build: bool = True, weights: "str | os.PathLike | None"
     gguf_path()  # clear error naming the install command, before taking any lock
 
     def do_build(tmp: Path) -> None:
+        from ..quiet import quiet_transformers
         from ..weights import read_safetensors
+
+        print(f"vlmspec: building the default model once into {final} (about 0.5 GB; later runs load it)",
+              file=sys.stderr, flush=True)
 
         meta = json.loads(c.read_text())
         mcfg = DefaultModelConfig.from_dict(meta["model_config"])
@@ -282,8 +287,9 @@ def default_model_dir(*, build: bool = True, weights: "str | os.PathLike | None"
             raise ModelLoadError(f"{w} lacks trained tensors: {absent[:5]}")
         merge_lora(model, state)
         model.tie_weights()
-        model.save_pretrained(str(tmp))
-        proc.save_pretrained(str(tmp))
+        with quiet_transformers():  # no "Writing model shards" bar
+            model.save_pretrained(str(tmp))
+            proc.save_pretrained(str(tmp))
         (tmp / "vlmspec_build.json").write_text(json.dumps(
             {"name": DEFAULT_MODEL, "weights_sha256_12": fp, "lm": GGUF_NAME, "model_config": meta["model_config"]},
             indent=2))

@@ -79,6 +79,7 @@ def create_app(
     metrics = ServerMetrics(engine)
     engine.on_step = lambda info: metrics.steps.inc()
     drafter = drafter_name(pipeline.drafter)
+    device = pipeline.target.describe_device()
 
     async def lifespan(app):
         engine.start()
@@ -110,7 +111,7 @@ def create_app(
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": model_id, "drafter": drafter, "active": engine.active,
+        return {"status": "ok", "model": model_id, "drafter": drafter, "device": device, "active": engine.active,
                 "queued": engine.queue_depth}
 
     @app.get("/v1/models")
