@@ -6,10 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,7 +16,7 @@ from vlmspec import Target
 from vlmspec.api import Pipeline
 from vlmspec.drafters.registry import build_drafter
 
-from conftest import random_image
+from conftest import random_image, start_serve_process
 
 KEY = "sk-test-key"
 
@@ -31,37 +27,13 @@ def data_url(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_llava_path, tmp_path_factory):
     images = tmp_path_factory.mktemp("allowed")
     random_image(5).save(images / "five.png")
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vlmspec", "serve", "--target", str(tiny_llava_path), "--drafter",
-         f"model:{tiny_llava_path}", "--port", str(port), "--max-batch", "3", "--api-key", KEY,
-         "--model-id", "tiny", "--image-dir", str(images), "--max-body-mb", "0.25", "--fast-cpu", "off"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:  # wait until it answers (bounded)
-        if proc.poll() is not None:
-            raise RuntimeError("server exited:\n" + proc.stdout.read())
-        try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("server did not start in 120 s")
-        time.sleep(0.2)
+    proc, base = start_serve_process(
+        tiny_llava_path, "--drafter", f"model:{tiny_llava_path}", "--max-batch", "3", "--api-key", KEY,
+        "--model-id", "tiny", "--image-dir", str(images), "--max-body-mb", "0.25")
     yield {"base": base, "images": images}
     proc.terminate()
     proc.wait(timeout=30)
