@@ -39,12 +39,24 @@ class Result:
     finish_reason: str  # "eos" | "stop_string" | "length"
     drafter: str = ""  # the drafter that ran, as its resolved spec ("auto -> eagle:DIR")
 
+    @property
+    def lossless(self) -> bool:
+        """False when approximate verification (SPRINTER) produced it: then it is NOT the target's own output."""
+        return self.metrics.lossless
+
+    @property
+    def verification(self) -> str:
+        """"exact (lossless)" or "approximate (not lossless)"."""
+        return "exact (lossless)" if self.metrics.lossless else "approximate (not lossless)"
+
     def to_dict(self) -> dict:
         return {
             "text": self.text,
             "token_ids": self.token_ids,
             "finish_reason": self.finish_reason,
             "drafter": self.drafter,
+            "verification": self.verification,
+            "lossless": self.lossless,
             "metrics": self.metrics.to_dict(),
         }
 
@@ -91,12 +103,24 @@ class _TextDelta:
 class Pipeline:
     """A loaded target + drafter, reused across calls."""
 
-    def __init__(self, target: Target, drafter: Drafter, schedule: ScheduleConfig | None = None) -> None:
-        """`schedule` None: a fixed length, the drafter's own depth cap where it has one, else 5."""
+    def __init__(self, target: Target, drafter: Drafter, schedule: ScheduleConfig | None = None,
+                 gate: "GateSetup | None" = None) -> None:
+        """`schedule` None: a fixed length, the drafter's own depth cap where it has one, else 5.
+        `gate` (vlmspec.gating.setup_gate): the learned stop rule, or approximate verification (NOT
+        lossless); it replaces the schedule and needs the chain drafter setup_gate returned."""
         self.target = target
         self.drafter = drafter
         self.schedule = schedule or ScheduleConfig(draft_length=drafter.max_depth or DEFAULT_DRAFT_LENGTH)
+        self.gate = gate
         self._warned_caps: set = set()
+
+    @property
+    def verification(self) -> str:
+        """"exact" (lossless) or "approximate" (SPRINTER, not lossless)."""
+        return "exact" if self.gate is None else self.gate.verification
+
+    def _schedule(self):
+        return self.schedule.build() if self.gate is None else self.gate.schedule()
 
     def prepare(self, image: "ImageLike | Sequence[ImageLike] | None", prompt: str) -> dict:
         """Processor outputs for `target.model.generate(**inputs)`; the prompt goes through the chat template."""
@@ -168,7 +192,7 @@ class Pipeline:
             self.drafter,
             model_inputs,
             sampling,
-            self.schedule.build(),
+            self._schedule(),
             tracker,
             recorder,
             self._generator(sampling, seed),
@@ -257,6 +281,9 @@ class Pipeline:
         return self._result(sequence.stop, sequence.recorder)
 
     def _batch_sequence(self, sample, sampling, criteria, seed, max_new_tokens) -> BatchSequence:
+        if self.gate is not None:
+            raise InputError("draft_length='learned' and verification='approximate' run one sequence at a time "
+                             "(generate); batched decoding and the server use the lossless schedules.")
         self.target.check_context(sample["input_ids"].shape[1], max_new_tokens)
         return BatchSequence(sample, self.drafter.fork(), sampling, self.schedule.build(), StopTracker(criteria),
                              self._recorder(), self._generator(sampling, seed))
@@ -332,6 +359,8 @@ class Pipeline:
 
     def _recorder(self) -> MetricsRecorder:
         """A metrics recorder; warns once when the drafter's own depth cap overrides the schedule."""
+        if self.gate is not None:
+            return MetricsRecorder(depth_cap=self.drafter.max_depth, verification=self.verification)
         cap, longest = self.drafter.max_depth, self.schedule.longest()
         if cap is not None and longest > cap and (cap, longest) not in self._warned_caps:
             self._warned_caps.add((cap, longest))
@@ -381,14 +410,36 @@ def load(
     draft_length: "int | str | ScheduleConfig | None" = None,
     trust_remote_code: bool = False,
     fast_cpu: bool | str = "auto",
+    verification: str = "exact",
+    acceptance_threshold: float | None = None,
+    predictor: "str | os.PathLike | None" = None,
 ) -> Pipeline:
     """Load a target (path, checkpoint name, `Target`, or `(model, processor)`; None = the default model).
 
     `fast_cpu` applies to targets vlmspec loads itself (see `TargetConfig.fast_cpu`); a model
-    you pass in is left as it is (call `Target.enable_fast_cpu` yourself)."""
+    you pass in is left as it is (call `Target.enable_fast_cpu` yourself).
+    ``draft_length="learned"``: the drafter's AcceptancePredictor stops each draft (lossless).
+    ``verification="approximate"``: SPRINTER, NOT lossless, opt-in only: tokens the predictor
+    approves are kept without the target's check. Both read the predictor beside the drafter's
+    weights unless `predictor` names its directory; `acceptance_threshold` overrides the default
+    (learned: from measured costs; approximate: 0.5)."""
+    from .gating import check_verification, setup_gate
+
+    check_verification(verification)
     config = TargetConfig(device=device, dtype=dtype, trust_remote_code=trust_remote_code, fast_cpu=fast_cpu)
     loaded = _load_target(target, config)
     built = build_drafter(drafter, loaded)
+    learned = isinstance(draft_length, str) and draft_length.strip().lower() == "learned"
+    if learned or verification == "approximate":
+        if draft_length is not None and not learned:
+            raise InputError("verification='approximate' sets its own draft length (it drafts until the predictor "
+                             f"flags a token); drop draft_length={draft_length!r}.")
+        chain, gate = setup_gate(loaded, built, learned=learned, verification=verification,
+                                 threshold=acceptance_threshold, predictor=predictor)
+        return Pipeline(loaded, chain, gate=gate)
+    if acceptance_threshold is not None or predictor is not None:
+        raise InputError("acceptance_threshold / predictor apply to draft_length='learned' or "
+                         "verification='approximate' only.")
     if draft_length is None:  # the drafter's own depth cap where it has one, else 5
         return Pipeline(loaded, built)
     schedule = ScheduleConfig.parse(draft_length)
@@ -451,9 +502,11 @@ def _default_model_name() -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_pipeline(target, drafter, device, dtype, draft_length, trust_remote_code) -> Pipeline:
+def _cached_pipeline(target, drafter, device, dtype, draft_length, trust_remote_code, verification="exact",
+                     acceptance_threshold=None, predictor=None) -> Pipeline:
     return load(
-        target, drafter, device=device, dtype=dtype, draft_length=draft_length, trust_remote_code=trust_remote_code
+        target, drafter, device=device, dtype=dtype, draft_length=draft_length, trust_remote_code=trust_remote_code,
+        verification=verification, acceptance_threshold=acceptance_threshold, predictor=predictor,
     )
 
 
@@ -468,13 +521,19 @@ def generate(
     dtype: "str | torch.dtype | None" = None,
     draft_length: "int | str | None" = None,
     trust_remote_code: bool = False,
+    verification: str = "exact",
+    acceptance_threshold: float | None = None,
+    predictor: "str | os.PathLike | None" = None,
     **generate_kwargs,
 ) -> "Result | TextStream":
-    """One call: load (cached for string specs) and generate. See `Pipeline.generate` for the options."""
+    """One call: load (cached for string specs) and generate. See `Pipeline.generate` for the options;
+    `verification="approximate"` (SPRINTER) is NOT lossless and only runs when asked for by name."""
+    gate_options = dict(verification=verification, acceptance_threshold=acceptance_threshold,
+                        predictor=None if predictor is None else os.fspath(predictor))
     if isinstance(target, (str, os.PathLike, type(None))) and isinstance(drafter, (str, type(None))):
         key = None if target is None else os.fspath(target)
-        pipe = _cached_pipeline(key, drafter, device, dtype, draft_length, trust_remote_code)
+        pipe = _cached_pipeline(key, drafter, device, dtype, draft_length, trust_remote_code, **gate_options)
     else:
         pipe = load(target, drafter, device=device, dtype=dtype, draft_length=draft_length,
-                    trust_remote_code=trust_remote_code)
+                    trust_remote_code=trust_remote_code, **gate_options)
     return pipe.generate(image, prompt, inputs=inputs, **generate_kwargs)

@@ -29,7 +29,15 @@ def _add_generate_parser(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--draft-length", default=None,
-                   help="an integer, 'adaptive' or 'cost-aware' (default: the drafter's depth cap, else 5)")
+                   help="an integer, 'adaptive', 'cost-aware' or 'learned' (the drafter's acceptance predictor "
+                        "stops each draft; lossless) (default: the drafter's depth cap, else 5)")
+    p.add_argument("--verification", choices=["exact", "approximate"], default="exact",
+                   help="exact (lossless, default) or approximate: SPRINTER, NOT lossless; tokens the acceptance "
+                        "predictor approves are kept without the target's check")
+    p.add_argument("--acceptance-threshold", type=float, default=None,
+                   help="predictor threshold (learned: default from measured costs; approximate: default 0.5)")
+    p.add_argument("--predictor", default=None,
+                   help="acceptance predictor directory (default: the one beside the drafter's weights)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
@@ -51,6 +59,9 @@ def _run_generate(args) -> int:
         draft_length=args.draft_length,
         trust_remote_code=args.trust_remote_code,
         fast_cpu={"auto": "auto", "on": True, "off": False}[args.fast_cpu],
+        verification=args.verification,
+        acceptance_threshold=args.acceptance_threshold,
+        predictor=args.predictor,
     )
     images = args.image or None
     options = dict(
@@ -74,7 +85,9 @@ def _run_generate(args) -> int:
     print(
         f"[drafter {stream.result.drafter}, {m.new_tokens} tokens, {m.target_forwards} target forwards, tau {m.tau:.2f}, "
         f"{m.tokens_per_second:.1f} tok/s, first token {m.time_to_first_token * 1000:.0f} ms, "
-        f"finish: {stream.result.finish_reason}]",
+        f"finish: {stream.result.finish_reason}"
+        + ("" if stream.result.lossless else f", {stream.result.verification}: "
+           f"{m.unchecked_tokens} tokens kept without the target's check") + "]",
         file=sys.stderr,
     )
     return 0

@@ -30,6 +30,7 @@ class DraftContext:
     state: Any  # vlmspec.target.TargetState after the prefill (prompt ids, image features, spans, ...)
     sampling: SamplingParams
     generator: torch.Generator | None
+    gate: Any = None  # core.acceptance.AcceptanceGate consulted after each chain token, or None
 
 
 @dataclass
@@ -71,6 +72,26 @@ class Drafter:
 
     def update(self, feedback: StepFeedback) -> None:
         pass
+
+    def keep_drafting(self, draft_probs: torch.Tensor, depth: int, hidden: torch.Tensor | None = None) -> bool:
+        """Chain drafters call this after each token (draft_probs [vocab] it came from, depth >= 1,
+        their hidden state [H] where they have one): False = stop this draft here. True without a gate."""
+        gate = getattr(getattr(self, "context", None), "gate", None)
+        if gate is None:
+            return True
+        from .acceptance import acceptance_features
+
+        return gate.keep_drafting(acceptance_features(draft_probs, depth, hidden))
+
+    def chain_drafter(self, max_depth: int) -> "Drafter | None":
+        """The same drafter drafting chains of up to `max_depth`, calling `keep_drafting` after each
+        token (what the learned stop rule and approximate verification need); None if it cannot."""
+        return None
+
+    @property
+    def acceptance_features_size(self) -> int | None:
+        """Length of the features this drafter passes to `keep_drafting` (None: it never calls it)."""
+        return None
 
     def end(self) -> None:
         pass

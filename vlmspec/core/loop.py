@@ -47,7 +47,7 @@ def speculative_decode(
     committed = torch.cat([state.prompt_ids[0], first_logits.new_tensor([first], dtype=torch.long)])  # [seq]
     yield stop.add([first])
 
-    drafter.begin(DraftContext(target, state, sampling, generator))
+    drafter.begin(DraftContext(target, state, sampling, generator, schedule.gate))
     try:
         while not stop.done:
             t0 = time.perf_counter()
@@ -58,7 +58,8 @@ def speculative_decode(
             cached = cache_length(state.cache)  # == len(committed) - 1
             candidates = torch.cat([committed[-1:], draft.tokens])[None]  # [1, n + 1] root + nodes
             scored = target.forward(state, candidates, drafter.needs_target_hidden, draft.parents)
-            accepted = verify_draft(draft, scored.logits[0], sampling, generator)  # logits [n + 1, vocab]
+            trusted = schedule.trusted(len(draft.tokens))  # 0 = lossless; > 0 only in approximate mode
+            accepted = verify_draft(draft, scored.logits[0], sampling, generator, trusted)  # logits [n + 1, vocab]
             rows = [0] + [node + 1 for node in accepted.path]  # root + accepted path
             target.keep(state, cached, rows)
             t2 = time.perf_counter()
@@ -69,7 +70,7 @@ def speculative_decode(
             hidden = None if scored.hidden is None else scored.hidden[:, rows]
             drafter.update(StepFeedback(accepted.num_accepted, accepted.path, committed, hidden))
             schedule.observe(len(draft.tokens), accepted.num_accepted, t1 - t0, t2 - t1)
-            recorder.step(draft.depth, accepted.num_accepted, t1 - t0, t2 - t1, requested=k)
+            recorder.step(draft.depth, accepted.num_accepted, t1 - t0, t2 - t1, requested=k, unchecked=trusted)
             yield kept
     finally:
         drafter.end()

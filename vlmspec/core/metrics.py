@@ -27,6 +27,12 @@ class Metrics:
     total_seconds: float = 0.0
     time_to_first_token: float = 0.0
     tokens_per_second: float = 0.0
+    verification: str = "exact"  # "exact" (lossless) or "approximate" (SPRINTER: NOT lossless)
+    unchecked_tokens: int = 0  # draft tokens committed without a target check (approximate only)
+
+    @property
+    def lossless(self) -> bool:
+        return self.verification == "exact"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -35,9 +41,9 @@ class Metrics:
 class MetricsRecorder:
     """Accumulates timings and acceptance counts during one generation."""
 
-    def __init__(self, depth_cap: int | None = None) -> None:
+    def __init__(self, depth_cap: int | None = None, verification: str = "exact") -> None:
         self._start = time.perf_counter()
-        self._metrics = Metrics(draft_depth_cap=depth_cap)
+        self._metrics = Metrics(draft_depth_cap=depth_cap, verification=verification)
         self._requested = 0
         self._proposed_at = []  # proposed_at[i]: steps whose draft had more than i tokens
         self._accepted_at = []  # accepted_at[i]: of those, steps that accepted token i
@@ -52,9 +58,11 @@ class MetricsRecorder:
         m.time_to_first_token = time.perf_counter() - self._start
 
     def step(
-        self, drafted: int, accepted: int, draft_seconds: float, verify_seconds: float, requested: int | None = None
+        self, drafted: int, accepted: int, draft_seconds: float, verify_seconds: float, requested: int | None = None,
+        unchecked: int = 0,
     ) -> None:
         m = self._metrics
+        m.unchecked_tokens += unchecked
         self._requested += drafted if requested is None else requested
         m.target_forwards += 1
         m.draft_seconds += draft_seconds

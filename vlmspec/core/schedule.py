@@ -63,11 +63,17 @@ class ScheduleConfig:
 
 
 class DraftSchedule:
+    gate = None  # an AcceptanceGate (core/acceptance.py) the drafter consults while drafting, or None
+
     def next_length(self) -> int:
         raise NotImplementedError
 
     def observe(self, drafted: int, accepted: int, draft_seconds: float, verify_seconds: float) -> None:
         """Called after every verify step."""
+
+    def trusted(self, drafted: int) -> int:
+        """Leading draft tokens to commit without a target check: 0 (lossless) unless approximate."""
+        return 0
 
 
 class FixedLength(DraftSchedule):
@@ -153,3 +159,29 @@ class CostAwareLength(DraftSchedule):
         self.verify_seconds[drafted + 1] = self._smooth(self.verify_seconds.get(drafted + 1), verify_seconds)
         self.accepted_total += accepted
         self.rejections_total += int(accepted < drafted)
+
+
+class GatedLength(CostAwareLength):
+    """Draft up to the gate's cap and let its predictions stop the draft (core/acceptance.py).
+
+    Stop mode keeps every output exactly the target's; approximate mode (SPRINTER) trusts the
+    tokens the predictor approves. The measured costs (as in CostAwareLength) set the stop
+    threshold when none is given."""
+
+    def __init__(self, gate, verify_costs: dict[int, float] | None = None) -> None:
+        cap = gate.config.max_length
+        super().__init__(cap, 1, cap)
+        self.gate = gate
+        self.verify_seconds.update(verify_costs or {})
+
+    def next_length(self) -> int:
+        self.gate.start()
+        return self.gate.config.max_length
+
+    def trusted(self, drafted: int) -> int:
+        return self.gate.trusted_prefix(drafted)
+
+    def observe(self, drafted, accepted, draft_seconds, verify_seconds) -> None:
+        super().observe(drafted, accepted, draft_seconds, verify_seconds)
+        if self.draft_seconds_per_token is not None and self.verify_seconds:
+            self.gate.set_costs(self.draft_seconds_per_token, self.verify_cost, max(drafted, 1))

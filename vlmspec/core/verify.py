@@ -101,8 +101,19 @@ def verify_sampling(
         row = child + 1
 
 
-def verify_draft(draft, target_logits: torch.Tensor, sampling: SamplingParams, generator) -> Acceptance:
-    """Greedy or sampling verification of a chain or tree `Draft`; target_logits: [n + 1, vocab]."""
+def verify_draft(draft, target_logits: torch.Tensor, sampling: SamplingParams, generator,
+                 trusted: int = 0) -> Acceptance:
+    """Greedy or sampling verification of a chain or tree `Draft`; target_logits: [n + 1, vocab].
+
+    `trusted` > 0 (approximate verification, NOT lossless): the first `trusted` chain tokens
+    are accepted unchecked and the usual test runs on the rest; 0 is the lossless check."""
+    if trusted:
+        if draft.parents is not None:
+            raise ValueError("approximate verification applies to chains only")
+        trusted = min(int(trusted), int(draft.tokens.shape[0]))
+        rest = type(draft)(draft.tokens[trusted:], None if draft.probs is None else draft.probs[trusted:])
+        tail = verify_draft(rest, target_logits[trusted:], sampling, generator)
+        return Acceptance(list(range(trusted)) + [trusted + node for node in tail.path], tail.next_token)
     if sampling.greedy:
         return verify_greedy(draft.tokens, target_logits, draft.parents)
     target_probs = warp_probs(target_logits, sampling)  # [n + 1, vocab]

@@ -465,7 +465,16 @@ class EagleDrafter(nn.Module, Drafter):
                 f"{weights_path} does not match the drafter's parameters (missing {missing}, unexpected {unexpected})."
             )
         drafter.eval()
+        drafter.source_dir = directory
         return drafter.with_config(config) if config is not None else drafter
+
+    def chain_drafter(self, max_depth: int) -> "EagleDrafter":
+        """The same weights drafting chains of up to `max_depth` (for the acceptance gate)."""
+        return self.with_config(dataclasses.replace(self.config, tree="chain", static_paths=None, depth=max_depth))
+
+    @property
+    def acceptance_features_size(self) -> int:
+        return 4 + self.hidden_size  # top-1 prob, entropy, margin, depth + the predicted hidden state
 
     def check_compatible(self, target) -> None:
         if target is self.target:
@@ -653,10 +662,14 @@ class EagleDrafter(nn.Module, Drafter):
         for step in range(depth):
             q = warp_probs(logits, sampling)  # [V'] the draft distribution
             token = int(torch.multinomial(q, 1, generator=generator))
+            hidden = root_hidden[0, 0] if parent < 0 else tree.outputs[parent]  # [H] state that gave `logits`
             parent = tree.add(token, parent, 0.0)
             probs.append(q)
+            if not self.keep_drafting(logits.softmax(-1), step + 1, hidden):
+                break  # the acceptance gate ends the draft
             if step + 1 < depth:
                 logits = tree.expand([parent])[0]
+        depth = len(probs)
         draft_ids = torch.tensor(tree.tokens, dtype=torch.long, device=root_logits.device)  # [depth]
         q_full = self._to_full_probs(torch.stack(probs))  # [depth, vocab]
         return Draft(self._to_target_ids(draft_ids), q_full, None)
@@ -669,6 +682,7 @@ class EagleDrafter(nn.Module, Drafter):
         tree = _DraftTree(self, root_hidden)
         wanted = min(max(ranks) + 1, self.draft_vocab_size) if ranks else 1
         ranked = {-1: root_logits.topk(wanted).indices}  # parent -> its candidates, best first
+        chain_logits = root_logits  # a chain's last logits, for the acceptance gate
         for level in range(1, depth + 1):
             nodes = [i for i in range(keep) if depths[i] == level]
             if not nodes:
@@ -677,8 +691,14 @@ class EagleDrafter(nn.Module, Drafter):
                 expand = sorted({parents[i] for i in nodes})
                 for parent, logits in zip(expand, tree.expand(expand)):
                     ranked[parent] = logits.topk(wanted).indices
+                    chain_logits = logits
             for i in nodes:
                 tree.add(int(ranked[parents[i]][ranks[i]]), parents[i], 0.0)  # node index == i
+            if paths is not None:  # a chain: one node per level; the gate may end it here
+                parent = parents[nodes[0]]
+                hidden = root_hidden[0, 0] if parent < 0 else tree.outputs[parent]  # [H]
+                if not self.keep_drafting(chain_logits.softmax(-1), level, hidden):
+                    break
         return self._finish(tree, list(range(len(tree.tokens))), chain=paths is not None, device=root_logits.device)
 
     def _draft_dynamic(self, root_hidden, root_logits, depth: int) -> Draft:

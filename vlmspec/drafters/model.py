@@ -9,6 +9,8 @@ tokens removed. The drafter keeps its own KV cache and re-feeds only what change
 
 from __future__ import annotations
 
+import copy
+
 import os
 from pathlib import Path
 from typing import Sequence
@@ -65,7 +67,21 @@ class ModelDrafter(Drafter):
             ) from None
         except SafetensorError as exc:  # a truncated / garbage weights file
             raise ModelLoadError(f"Could not load the draft model {source!r}: {damaged_weights_message(source, exc)}") from None
-        return cls(model.to(device), tokenizer)
+        drafter = cls(model.to(device), tokenizer)
+        drafter.source_dir = Path(source)
+        return drafter
+
+    def chain_drafter(self, max_depth: int) -> "ModelDrafter":
+        """This drafter drafting chains (what k asks: no cap to lift); its gate features are 4 numbers."""
+        if self.tree is None:
+            return self
+        clone = copy.copy(self)
+        clone.tree = None
+        return clone
+
+    @property
+    def acceptance_features_size(self) -> int:
+        return 4  # top-1 prob, entropy, margin, depth (no hidden state exposed)
 
     @property
     def max_depth(self) -> int | None:
@@ -125,6 +141,8 @@ class ModelDrafter(Drafter):
             tokens.append(token)
             probs.append(token_probs)
             feed = committed.new_tensor([token])
+            if not self.keep_drafting(self._fit_vocab(logits).float().softmax(-1), step + 1):
+                break  # the acceptance gate (learned stop / approximate verification) ends the draft
         return Draft(committed.new_tensor(tokens), None if sampling.greedy else torch.stack(probs))
 
     def _propose_tree(self, feed: torch.Tensor, max_depth: int) -> Draft:

@@ -20,6 +20,10 @@ Methods (``parse_method``):
   prompts and token limits, greedy) and adds a row per single expert (``NAME [expert i]``,
   its stage-1 answer) and for the verdict model alone (``NAME [verdict alone]``), each
   with its accuracy and cost; records carry ``mode`` so losslessness is n/a for them;
+* ``learned:SPEC``          vlmspec with that drafter and ``draft_length="learned"`` (its acceptance
+  predictor stops each draft; lossless, compared with the baseline like any drafter);
+* ``approximate[@T]:SPEC``  ``verification="approximate"`` (SPRINTER) at threshold T (default 0.5):
+  NOT LOSSLESS; records carry ``mode`` "approximate (not lossless)", so losslessness is n/a;
 * anything else             a vlmspec drafter spec for ``vlmspec.load(drafter=...)``:
   ``none`` (vlmspec's own loop, no drafts), ``prompt-lookup[:N]``, ``model:PATH``, ...
 
@@ -142,7 +146,8 @@ class EvalConfig:
 # ------------------------------------------------------------------------- methods
 @dataclass(frozen=True)
 class MethodSpec:
-    """A parsed ``--methods`` entry. ``kind``: plain | hf-assisted | hf-prompt-lookup | verdict | vlmspec."""
+    """A parsed ``--methods`` entry. ``kind``: plain | hf-assisted | hf-prompt-lookup | verdict | learned |
+    approximate (NOT lossless) | vlmspec."""
 
     name: str
     kind: str
@@ -162,6 +167,19 @@ def parse_method(text: str) -> MethodSpec:
             raise InputError(f"method {name!r}: the part after the colon is the number of candidate tokens, "
                              "e.g. hf-prompt-lookup:10")
         return MethodSpec(name, head, argument or None)
+    if head == "learned" or head.startswith("approximate"):
+        if not argument:
+            raise InputError(f"method {name!r}: name the drafter after the colon, e.g. learned:auto, "
+                             "approximate:auto or approximate@0.7:vispec:DIR")
+        if head.startswith("approximate") and head != "approximate":
+            threshold = head.partition("@")[2]
+            try:
+                if not 0.0 <= float(threshold) <= 1.0:
+                    raise ValueError
+            except ValueError:
+                raise InputError(f"method {name!r}: the threshold after '@' must be a number in [0, 1], "
+                                 "e.g. approximate@0.7:auto") from None
+        return MethodSpec(name, "learned" if head == "learned" else "approximate", argument)
     if head == "verdict":
         if not argument:
             raise InputError(f"method {name!r}: give the Speculative Verdict config file, e.g. verdict:verdict.json")
@@ -341,7 +359,9 @@ class VlmspecMethod:
             acceptance_per_position=list(metrics.acceptance_per_position), peak_memory_bytes=peak,
             memory_delta_bytes=delta,
             extra={"drafter": result.drafter, "mean_draft_length": metrics.mean_draft_length,
-                   "draft_depth_cap": metrics.draft_depth_cap},
+                   "draft_depth_cap": metrics.draft_depth_cap,
+                   **({} if result.lossless else {"mode": result.verification,
+                                                  "unchecked_tokens": metrics.unchecked_tokens})},
         )
 
 
@@ -453,8 +473,15 @@ def build_method(spec: MethodSpec, base_pipe, config: EvalConfig, memory: Memory
         return _build_verdict(spec, config, memory)
     import vlmspec
 
+    options = {"draft_length": config.draft_length}
+    if spec.kind == "learned":
+        options = {"draft_length": "learned"}
+    elif spec.kind == "approximate":  # SPRINTER: NOT lossless; its rows carry the label
+        head = spec.name.partition(":")[0]
+        threshold = float(head.partition("@")[2]) if "@" in head else None
+        options = {"verification": "approximate", "acceptance_threshold": threshold}
     try:
-        pipe = vlmspec.load(target=(model, processor), drafter=spec.argument, draft_length=config.draft_length)
+        pipe = vlmspec.load(target=(model, processor), drafter=spec.argument, **options)
     except VlmspecError as err:
         raise MethodUnavailable(str(err)) from None
     return VlmspecMethod(spec.name, pipe, memory)

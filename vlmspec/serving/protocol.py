@@ -240,7 +240,7 @@ def finish_reason(reason: str) -> str:
 
 def extension(m, drafter: str) -> dict:
     """The ``vlmspec`` field from a request's `Metrics`: how the answer was made (lossless speculative decoding)."""
-    return {"drafter": drafter, "lossless": True, "tau": round(m.tau, 4), "acceptance_rate": round(m.acceptance_rate, 4),
+    return {"drafter": drafter, "lossless": m.lossless, "verification": m.verification, "tau": round(m.tau, 4), "acceptance_rate": round(m.acceptance_rate, 4),
             "target_forwards": m.target_forwards, "tokens_per_second": round(m.tokens_per_second, 2)}
 
 

@@ -31,7 +31,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("train", help="train a drafter (eagle, vispec, msd, specvlm) against a target")
+    parser = subparsers.add_parser("train", help="train a drafter (eagle, vispec, msd, specvlm) against a target, or "
+                                                 "a drafter's acceptance predictor (train/acceptance/*.json)")
     _add_arguments(parser)
     parser.set_defaults(func=run_train_command)
     return parser
@@ -63,9 +64,39 @@ def interrupted_message(output_dir, config_path: str) -> str:
             f"or set checkpoint_every lower (--set checkpoint_every=50) to checkpoint sooner; later runs continue with: {resume}")
 
 
+def _acceptance_config(args):
+    """The AcceptanceTrainConfig when --config is an acceptance-predictor recipe, else None."""
+    from pathlib import Path
+
+    from ..errors import InputError
+    from .acceptance import AcceptanceTrainConfig, is_acceptance_config
+
+    try:
+        data = json.loads(Path(args.config).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"Could not read the training config {args.config}: {exc}") from None
+    if not is_acceptance_config(data):
+        return None
+    overrides = list(args.overrides)
+    if args.output_dir is not None:
+        overrides.append(f"output_dir={json.dumps(args.output_dir)}")
+    if args.target is not None:
+        overrides.append(f"target={json.dumps(args.target)}")
+    if args.no_progress:
+        overrides.append("progress_bar=false")
+    return AcceptanceTrainConfig.from_dict(data, overrides)
+
+
 def run_train_command(args) -> int:
     from .trainer import Trainer
 
+    acceptance = _acceptance_config(args)
+    if acceptance is not None:  # an AcceptancePredictor for a drafter (learned stop / approximate verification)
+        from .acceptance import train_acceptance
+
+        summary = train_acceptance(acceptance)
+        print(json.dumps({k: v for k, v in summary.items() if k != "train"}, indent=2, default=str))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for name in ("accelerate", "accelerate.accelerator", "accelerate.checkpointing"):
         # "Saving current state ..." per file at every checkpoint: vlmspec logs one line per checkpoint itself

@@ -1,0 +1,124 @@
+"""Predicted acceptance while drafting: a learned stop rule (lossless) and SPRINTER (lossy).
+
+A drafter that drafts a chain asks ``context.gate.keep_drafting(features)`` after each
+token (``Drafter.keep_drafting`` does it); ``features`` come from `acceptance_features`:
+what the drafter already has at that token (its draft distribution, the depth, and its
+hidden state where it has one). A predictor maps them to a = P(the target accepts this
+token | the tokens before it were accepted).
+
+- ``mode="stop"`` (``draft_length="learned"``, lossless): the survival s_i = a_1 ... a_i is
+  the chance token i gets accepted; drafting stops after the first token with s_i below
+  the threshold, and the target verifies every drafted token as usual. Nothing about the
+  output changes, only where drafting stops. The threshold is the break-even point from
+  measured costs: one more token is worth drafting when its expected gain (s tokens, each
+  saving about one target forward t_1) exceeds its cost (one draft step plus the extra
+  verify time): s > (t_draft + t_verify(n + 1) - t_verify(n)) / t_1.
+- ``mode="approximate"`` (SPRINTER, Zhong et al. 2025, **not lossless**): tokens the
+  predictor calls acceptable (a >= threshold) are committed without a target check;
+  drafting stops at the first token it flags (or at the run cap), and the target checks
+  only that one with the usual ratio test (`verify_draft(..., trusted=n)`). At threshold
+  1.0 no token is ever trusted and the output is exactly the lossless one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+GATE_MODES = ("stop", "approximate")
+BASE_FEATURES = ("top1_prob", "entropy", "margin", "depth")  # then the hidden state, if any
+DEPTH_SCALE = 16.0
+
+
+def acceptance_features(draft_probs: torch.Tensor, depth: int, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    """draft_probs: [vocab] the distribution the token came from; hidden: [H] or None -> [4 (+ H)].
+
+    top-1 probability, entropy (in nats / log vocab), top-1 minus top-2, depth / 16, then the hidden state."""
+    probs = draft_probs.float().clamp_min(0)
+    probs = probs / probs.sum().clamp_min(1e-12)
+    top = probs.topk(2).values if probs.numel() > 1 else torch.cat([probs, probs.new_zeros(1)])
+    entropy = -(probs * probs.clamp_min(1e-12).log()).sum() / math.log(max(probs.numel(), 2))
+    base = torch.stack([top[0], entropy, top[0] - top[1], probs.new_tensor(depth / DEPTH_SCALE)])  # [4]
+    if hidden is None:
+        return base
+    return torch.cat([base, hidden.float().reshape(-1)])  # [4 + H]
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """How predictions steer drafting. Validated at construction."""
+
+    mode: str = "stop"
+    threshold: float | None = None  # stop: None = the break-even point from measured costs; approximate: 0.5
+    max_length: int = 8  # longest run drafted (SPRINTER caps at 20; a CPU verify of 20 tokens costs more)
+    min_threshold: float = 0.05  # the cost-derived threshold is kept inside [min, max]
+    max_threshold: float = 0.95
+
+    def __post_init__(self) -> None:
+        from ..errors import InputError
+
+        if self.mode not in GATE_MODES:
+            raise InputError(f"GateConfig.mode must be one of {', '.join(GATE_MODES)}, got {self.mode!r}.")
+        if self.threshold is not None and not (0.0 <= float(self.threshold) <= 1.0):
+            raise InputError(f"the acceptance threshold must lie in [0, 1], got {self.threshold!r}.")
+        if not (isinstance(self.max_length, int) and self.max_length >= 1):
+            raise InputError(f"GateConfig.max_length must be an integer >= 1, got {self.max_length!r}.")
+        if not (0.0 <= self.min_threshold <= self.max_threshold <= 1.0):
+            raise InputError("GateConfig needs 0 <= min_threshold <= max_threshold <= 1.")
+
+    @property
+    def lossless(self) -> bool:
+        return self.mode == "stop"
+
+    def initial_threshold(self) -> float:
+        if self.threshold is not None:
+            return float(self.threshold)
+        return 0.5 if self.mode == "approximate" else 0.3
+
+
+class AcceptanceGate:
+    """Per-draft state of the rule: call `start()` before a draft, `keep_drafting` after each token."""
+
+    def __init__(self, predict: Callable[[torch.Tensor], float], config: GateConfig = GateConfig()) -> None:
+        self.predict = predict  # features [F] -> P(accepted | prefix accepted)
+        self.config = config
+        self.threshold = config.initial_threshold()
+        self.start()
+
+    def start(self) -> None:
+        self.scores: list[float] = []  # predicted acceptance of each drafted token
+        self.survival = 1.0
+        self.trusted = 0  # leading tokens approved (approximate mode)
+        self._flagged = False
+
+    def keep_drafting(self, features: torch.Tensor) -> bool:
+        score = float(self.predict(features))
+        self.scores.append(score)
+        if self.config.mode == "stop":
+            self.survival *= score
+            return self.survival >= self.threshold
+        if self._flagged:  # a drafter that ignored the last answer: nothing after a flag is trusted
+            return False
+        if score >= self.threshold and self.threshold < 1.0:
+            self.trusted += 1
+            return True
+        self._flagged = True
+        return False
+
+    def trusted_prefix(self, drafted: int) -> int:
+        """Leading tokens of this draft committed without a target check (0 in stop mode)."""
+        return min(self.trusted, drafted) if self.config.mode == "approximate" else 0
+
+    def set_costs(self, draft_seconds_per_token: float, verify_seconds: Callable[[int], float], drafted: int) -> None:
+        """Stop mode with no fixed threshold: the break-even survival from measured costs."""
+        if self.config.mode != "stop" or self.config.threshold is not None:
+            return
+        single = verify_seconds(1)
+        if single <= 0:
+            return
+        extra = max(verify_seconds(drafted + 2) - verify_seconds(drafted + 1), 0.0)
+        breakeven = (draft_seconds_per_token + extra) / single
+        self.threshold = min(max(breakeven, self.config.min_threshold), self.config.max_threshold)
