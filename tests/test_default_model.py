@@ -191,3 +191,22 @@ def test_recipe_quick_run_exports_weights_the_default_build_accepts(built_home, 
         assert {str(new.get_slice(k).get_dtype()) for k in new.keys()} == {"F16"}
         assert all(new.get_slice(k).get_shape() == shipped.get_slice(k).get_shape() for k in new.keys())
     assert not list(tmp_path.glob("*.tmp*"))  # written atomically
+
+
+def test_shipped_acceptance_predictor_fits_the_shipped_drafter(built_home):
+    """The predictor beside the shipped drafter loads (its fingerprint matches) and the learned stop
+    it drives gives exactly plain greedy decoding on the default model."""
+    from vlmspec import NoDrafter, Pipeline, Target, TargetConfig
+    from vlmspec.data import generate_scene, split_seed
+    from vlmspec.drafters.registry import build_drafter
+    from vlmspec.gating import setup_gate
+
+    _, path = built_home
+    target = Target.load(path, TargetConfig(fast_cpu=False))
+    drafter = build_drafter("auto", target)
+    chain, gate = setup_gate(target, drafter, learned=True, threshold=0.3, measure_costs=False)
+    image = generate_scene(split_seed("test", 3), kind="shapes").image
+    learned = Pipeline(target, chain, gate=gate).generate(image, "Describe the image in detail.", max_new_tokens=40)
+    plain = Pipeline(target, NoDrafter()).generate(image, "Describe the image in detail.", max_new_tokens=40)
+    assert learned.token_ids == plain.token_ids and learned.lossless
+    assert learned.metrics.tau > 1.2  # the predictor lets the trained drafter draft

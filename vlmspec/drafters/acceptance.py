@@ -27,13 +27,15 @@ FORMAT_VERSION = 1
 
 
 def drafter_fingerprint(drafter) -> dict:
-    """Kind, feature size and a digest of the drafter's weights (names, shapes, sums)."""
+    """Kind, feature size and a SHA-256 of the drafter's weights (names, shapes, dtypes, bytes):
+    the same on every machine for the same weights."""
     module = drafter if isinstance(drafter, nn.Module) else getattr(drafter, "model", None)
     digest = hashlib.sha256()
     if isinstance(module, nn.Module):
         for name, tensor in sorted(module.state_dict().items()):
-            t = tensor.detach().double()
-            digest.update(f"{name}:{tuple(t.shape)}:{float(t.sum()):.6e}:{float(t.abs().sum()):.6e};".encode())
+            t = tensor.detach().to("cpu").contiguous()
+            digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return {"kind": type(drafter).__name__, "features": drafter.acceptance_features_size,
             "weights_sha256_16": digest.hexdigest()[:16]}
 
