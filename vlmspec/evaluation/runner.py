@@ -610,7 +610,14 @@ def _run_method(method: Method, name: str, sample: Sample, inputs: Callable[[], 
 def _describe_device(target) -> str:
     """The target's device, dtype, and on CPU what ``fast_cpu`` decided for it: speed-ups depend on it."""
     describe = getattr(target, "describe_device", None)
-    return describe() if describe is not None else str(getattr(target, "device", "cpu"))
+    if describe is not None:
+        return describe()
+    import torch
+
+    device = getattr(target, "device", "cpu")  # a stand-in target (tests): threads, and fast_cpu if it says
+    fast = getattr(target, "fast_cpu_report", None)
+    threads = f"{device} ({torch.get_num_threads()} threads)"
+    return f"{threads}; fast_cpu: {fast}" if fast else threads
 
 
 def run_eval(
