@@ -20,9 +20,7 @@ import io
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -75,35 +73,15 @@ def data_url(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def start_server(args, port: int):
+    """The server under test (loopback) and its /health answer."""
+    from vlmspec.serving.launch import start_server as launch
 
-
-def start_server(args, port: int) -> tuple[subprocess.Popen, dict]:
-    import httpx
-
-    command = [sys.executable, "-m", "vlmspec", "serve", "--port", str(port), "--max-batch", str(args.max_batch),
-               "--drafter", args.drafter, "--model-id", "bench"]
+    command = ["--max-batch", str(args.max_batch), "--drafter", args.drafter, "--model-id", "bench"]
     if args.target:
         command += ["--target", args.target]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    deadline = time.monotonic() + args.startup_timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError("the server exited before answering:\n" + proc.stdout.read())
-        try:
-            health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-            if health.status_code == 200:
-                return proc, health.json()
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"the server did not answer /health within {args.startup_timeout} s")
-        time.sleep(0.25)
+    proc, _, health = launch(command, port=port, timeout_s=args.startup_timeout)
+    return proc, health
 
 
 async def run_clients(base: str, requests: list[dict], clients: int, max_tokens: int, time_box: float) -> dict:
@@ -221,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     requests = build_requests(args.clients, args.requests)
     for req in requests:
         req["url"] = data_url(req["image"])
+    from vlmspec.serving.launch import free_port
+
     port = free_port()
     proc, health = start_server(args, port)
     try:

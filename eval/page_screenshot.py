@@ -79,14 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="eval/results/serve-page.png")
     args = parser.parse_args(argv)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_serve import free_port, start_server
+    from vlmspec.serving.launch import start_server
 
-    port = free_port()
-    server_args = argparse.Namespace(target=args.target, drafter=args.drafter, max_batch=4, startup_timeout=300.0)
-    proc, _ = start_server(server_args, port)
+    command = ["--drafter", args.drafter, "--max-batch", "4"] + (["--target", args.target] if args.target else [])
+    proc, base, _ = start_server(command, timeout_s=300.0)
     try:
-        result = finished_answer(f"http://127.0.0.1:{port}", args.image, args.prompt, args.out)
+        result = finished_answer(base, args.image, args.prompt, args.out)
     finally:
         proc.terminate()
         proc.wait(timeout=60)

@@ -46,40 +46,12 @@ def random_image(seed: int, width: int | None = None, height: int | None = None)
     return Image.fromarray(rng.randint(0, 256, (height, width, 3), dtype=np.uint8))
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def start_serve_process(target_path, *extra_args: str, timeout_s: float = 120.0):
     """`vlmspec serve` on the tiny model in a subprocess on 127.0.0.1; returns (process, base URL)
     once /health answers (bounded wait). The caller terminates the process."""
-    import subprocess
-    import sys
-    import time
+    from vlmspec.serving.launch import start_server
 
-    import httpx
-
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vlmspec", "serve", "--target", str(target_path), "--port", str(port),
-         "--fast-cpu", "off", *extra_args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError("server exited:\n" + proc.stdout.read())
-        try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"server did not start in {timeout_s:.0f} s")
-        time.sleep(0.2)
+    proc, base, _ = start_server(["--target", str(target_path), "--fast-cpu", "off", *extra_args],
+                                 timeout_s=timeout_s, env={"OMP_NUM_THREADS": "1"})
+    return proc, base

@@ -47,7 +47,7 @@ class Result:
     @property
     def verification(self) -> str:
         """"exact (lossless)" or "approximate (not lossless)"."""
-        return "exact (lossless)" if self.metrics.lossless else "approximate (not lossless)"
+        return self.metrics.verification_label
 
     def to_dict(self) -> dict:
         return {

@@ -21,11 +21,6 @@ from .drafters.registry import drafter_name
 from .errors import InputError
 
 VERIFICATIONS = ("exact", "approximate")
-APPROXIMATE_LABEL = "approximate (not lossless)"
-
-
-def verification_label(verification: str) -> str:
-    return "exact (lossless)" if verification == "exact" else APPROXIMATE_LABEL
 
 
 @dataclass

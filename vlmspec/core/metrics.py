@@ -34,6 +34,11 @@ class Metrics:
     def lossless(self) -> bool:
         return self.verification == "exact"
 
+    @property
+    def verification_label(self) -> str:
+        """What every report prints: "exact (lossless)" or "approximate (not lossless)"."""
+        return "exact (lossless)" if self.lossless else "approximate (not lossless)"
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -669,7 +669,6 @@ class EagleDrafter(nn.Module, Drafter):
                 break  # the acceptance gate ends the draft
             if step + 1 < depth:
                 logits = tree.expand([parent])[0]
-        depth = len(probs)
         draft_ids = torch.tensor(tree.tokens, dtype=torch.long, device=root_logits.device)  # [depth]
         q_full = self._to_full_probs(torch.stack(probs))  # [depth, vocab]
         return Draft(self._to_target_ids(draft_ids), q_full, None)
