@@ -23,7 +23,7 @@ import torch
 
 from vlmspec.data import answers
 
-STEP_CYCLE = ("qa", "dialogue", "qa", "replay", "qa", "dialogue", "dialogue", "replay_image")
+STEP_CYCLE = ("qa", "dialogue", "dialogue", "replay", "qa", "dialogue", "dialogue", "replay_image")
 BATCH = {"qa": 8, "dialogue": 4, "replay": 4, "replay_image": 4}
 
 

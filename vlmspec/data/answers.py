@@ -428,6 +428,35 @@ def _shape_sentence(sh: ShapeSpec, rng: random.Random, first: bool) -> str:
     return rng.choice(t)
 
 
+_KIND_NOTES = {  # true of every shape of the kind; no other kind is named (fact_check counts kinds)
+    "circle": ("It is perfectly round, with no corners or straight edges.", "Its edge is one smooth curve, with no corners.",
+               "Being round, it has no sides or points."),
+    "square": ("It has four equal straight sides and four right-angled corners.", "Its four sides are the same length, meeting at right angles.",
+               "It has four corners and four straight edges of equal length."),
+    "triangle": ("It has three straight sides and three pointed corners.", "Its three edges meet in three sharp points.",
+                 "With three sides, it is the simplest of the polygons."),
+    "star": ("It has five points sticking out around its centre.", "Its five pointed arms are spaced evenly around the middle.",
+             "It has five sharp tips with notches between them."),
+    "hexagon": ("It has six straight sides and six corners.", "Its six edges are all the same length, like a honeycomb cell.",
+                "It is a six-sided shape, so it looks almost round from a distance."),
+}
+
+
+def _kind_note(sh: ShapeSpec, rng: random.Random) -> str:
+    return rng.choice(_KIND_NOTES[sh.kind])
+
+
+def _background_note(scene: Scene, rng: random.Random) -> str:
+    """A sentence about what the shapes sit on (true for every background and texture)."""
+    if scene.background == "photo":
+        return ""
+    texture = getattr(scene, "texture", "flat")
+    feel = {"gradient": "shades softly from one tone to another", "noise": "has a fine, grainy texture"}.get(
+        texture, "is a single even colour")
+    return rng.choice((f"The {scene.background} background {feel}.", f"Behind everything, the background {feel}.",
+                       f"The backdrop, {scene.background}, {feel}."))
+
+
 _SYMMETRY = {"square": 90.0, "triangle": 120.0, "hexagon": 60.0, "star": 72.0}
 
 
@@ -477,6 +506,9 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
     ))
     ordered, how = _order(shapes, rng)
     body = [_shape_sentence(s, rng, i == 0) for i, s in enumerate(ordered)]
+    for i, s in enumerate(ordered[:3]):  # what the shapes look like, as a real describer adds
+        if rng.random() < (0.9 if n == 1 else 0.45):
+            body[i] += " " + _kind_note(s, rng)
     if how and n > 2 and rng.random() < 0.5:
         body[0] = rng.choice((f"Listing them {how}: ", f"Going {how}, ", f"Taking them {how}: ")) + body[0][0].lower() + body[0][1:]
     extra = []
@@ -524,6 +556,9 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
     if scene.background == "photo":
         closing = rng.choice(("Behind the shapes, the photograph's own details are hard to make out.",
                               "The photo underneath is only a backdrop; its details are not clear."))
+    bg_note = _background_note(scene, rng) if rng.random() < 0.6 else ""
+    if bg_note:
+        extra.append(bg_note)
     parts = [opening] + body + extra + ([closing] if closing else [])
     if rng.random() < 0.25 and n > 1:  # start with the shapes, put the overview later
         parts = body[:1] + [opening] + body[1:] + extra + ([closing] if closing else [])
@@ -560,6 +595,14 @@ def _list_shapes(scene: Scene, rng: random.Random) -> str:
                        f"It is drawn on {_background(scene, rng)}.",
                        "Nothing else appears in the image."))
     text = f"{head}\n{body}" if head else body
+    if rng.random() < 0.6:  # a closing summary line, as chat models add after a list
+        biggest = [s for s in scene.shapes if s.size == max((x.size for x in scene.shapes), key=_SIZE_RANK.get)]
+        notes = [f"Colours used: {_join(sorted({s.color for s in scene.shapes}))}."]
+        if n > 1 and len(biggest) < n:
+            notes.append(f"The biggest {'is' if len(biggest) == 1 else 'are'} {_join([f'the {s.color} {s.kind}' for s in biggest])}.")
+        elif n == 1:
+            notes.append(_kind_note(scene.shapes[0], rng))
+        tail = " ".join(x for x in (tail, *notes) if x)
     return f"{text}\n{tail}" if tail else text
 
 

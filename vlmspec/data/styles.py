@@ -10,8 +10,9 @@ module adds, for ``generate_scene(seed, style="varied")``:
   background is then named ``"photo"``) behind the shapes;
 * shapes: any rotation (a third upright), a continuous radius per size class, optional outlines,
   slight aspect squash, star inner radii and polygon sizes as other drawing tools make them,
-  anti-aliased (supersampled) drawing for half the scenes, and a single
-  shape that may fill most of the frame (it is then "large" and in the centre cell);
+  three rasterisers (PIL's hard-edged polygons, PIL supersampled, and scikit-image coverage
+  masks with their own edge profile and outline construction), and a single shape that may
+  fill most of the frame (it is then "large" and in the centre cell);
 * text: three font families; JPEG artefacts on a share of all images;
 * ``kind == "photo"``: a random crop of a natural photograph shipped with scikit-image
   (:mod:`vlmspec.data.photos`), with its dominant colours and brightness measured from pixels.
@@ -54,8 +55,12 @@ RADIUS_RANGES = {"small": (0.045, 0.09), "medium": (0.095, 0.125), "large": (0.1
 HUGE_RADIUS = (0.22, 0.42)  # a single shape filling most of the frame ("large", centre cell)
 HUGE_SHARE = 0.6  # share of lone shapes drawn huge
 UPRIGHT_SHARE = 0.35  # share of shapes drawn at rotation 0 (upright, as most drawing tools place them)
-SMOOTH_SHARE = 0.5  # share of shape scenes drawn anti-aliased (supersampled), as matplotlib / vector tools do
+# Which rasteriser draws a shape scene: PIL hard-edged, PIL 4x supersampled, or scikit-image
+# coverage masks (3x, block-averaged; outlines built by shrinking the fill). A model that reads
+# shapes from several rasterisers does not learn one tool's edge pixels as the shape's kind.
+RENDERERS = (("pil", 0.35), ("pil-smooth", 0.35), ("skimage", 0.3))
 SUPERSAMPLE = 4
+SKIMAGE_SUPERSAMPLE = 3
 SQUASH = (0.85, 1.15)  # per-axis scale of a squashed shape (60% of shapes)
 STAR_INNER = (0.36, 0.56)  # a star's inner / outer radius
 FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansMono-Bold.ttf")
@@ -158,7 +163,10 @@ def render_varied(scene) -> Image.Image:
     else:
         img = background_image(scene, rng)
         w, h = scene.width, scene.height
-        if scene.shapes and rng.random() < SMOOTH_SHARE:  # anti-aliased: draw 4x larger with a mask, downsample
+        renderer = synthetic.pick_weighted(rng, RENDERERS) if scene.shapes else "pil"
+        if renderer == "skimage":
+            img = _render_skimage(img, scene, rng)
+        elif renderer == "pil-smooth":  # anti-aliased: draw 4x larger with a mask, downsample
             k = SUPERSAMPLE
             layer = Image.new("RGBA", (w * k, h * k), (0, 0, 0, 0))
             big = ImageDraw.Draw(layer)
@@ -182,6 +190,68 @@ def render_varied(scene) -> Image.Image:
         img.save(buf, format="JPEG", quality=scene.jpeg_quality)
         img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
     return img
+
+
+def _shape_geometry(sh, w: int, h: int, rng: random.Random) -> tuple[str, tuple]:
+    """("ellipse", (cx, cy, rx, ry, angle)) or ("polygon", points) in pixels, with the same
+    squash / size / star variety as :func:`_draw_shape`."""
+    cx, cy, r = sh.cx * w, sh.cy * h, sh.radius * min(w, h)
+    sx, sy = (1.0, 1.0) if rng.random() < 0.4 else (rng.uniform(*SQUASH), rng.uniform(*SQUASH))
+    if sh.kind == "circle":
+        return "ellipse", (cx, cy, r * sx, r * sy, rng.uniform(0, 3.1416))
+    scale = (1.25 if sh.kind == "square" else 1.15) * rng.uniform(0.85, 1.05)
+    if sh.kind == "star":
+        points = _star(cx, cy, r * scale, sh.rotation, rng.uniform(*STAR_INNER))
+    else:
+        points = synthetic._polygon(sh.kind, cx, cy, r * scale, sh.rotation)
+    return "polygon", tuple((cx + (x - cx) * sx, cy + (y - cy) * sy) for x, y in points)
+
+
+def _coverage(kind: str, geom: tuple, w: int, h: int, shrink: float = 0.0):
+    """Fraction of each pixel the shape covers ([h, w] float array), rasterised by scikit-image
+    at ``SKIMAGE_SUPERSAMPLE`` x and block-averaged; ``shrink`` pulls the outline in (pixels)."""
+    import numpy as np
+    from skimage.draw import ellipse, polygon
+    from skimage.transform import downscale_local_mean
+
+    k = SKIMAGE_SUPERSAMPLE
+    mask = np.zeros((h * k, w * k), dtype=np.float32)
+    if kind == "ellipse":
+        cx, cy, rx, ry, angle = geom
+        if rx - shrink > 0.5 and ry - shrink > 0.5:
+            rr, cc = ellipse(cy * k, cx * k, (ry - shrink) * k, (rx - shrink) * k, shape=mask.shape, rotation=angle)
+            mask[rr, cc] = 1.0
+    else:
+        xs = np.array([x for x, _ in geom])
+        ys = np.array([y for _, y in geom])
+        if shrink:
+            mx, my = xs.mean(), ys.mean()
+            size = max(1e-6, float(np.hypot(xs - mx, ys - my).max()))
+            f = max(0.0, 1.0 - shrink / size)
+            xs, ys = mx + (xs - mx) * f, my + (ys - my) * f
+        rr, cc = polygon(ys * k, xs * k, shape=mask.shape)
+        mask[rr, cc] = 1.0
+    return downscale_local_mean(mask, (k, k))
+
+
+def _render_skimage(img: Image.Image, scene, rng: random.Random) -> Image.Image:
+    """Composite every shape onto ``img`` through scikit-image coverage masks."""
+    import numpy as np
+
+    w, h = scene.width, scene.height
+    canvas = np.asarray(img.convert("RGB")).astype(np.float32)
+    for sh in scene.shapes:
+        kind, geom = _shape_geometry(sh, w, h, rng)
+        fill = np.array(shape_rgb(sh.color, rng), dtype=np.float32)
+        if scene.outline:
+            line = np.array(jitter((25, 25, 25), rng, 15), dtype=np.float32)
+            outer = _coverage(kind, geom, w, h)[..., None]
+            canvas = canvas * (1 - outer) + line * outer
+            inner = _coverage(kind, geom, w, h, shrink=rng.uniform(1.0, 3.5))[..., None]
+        else:
+            inner = _coverage(kind, geom, w, h)[..., None]
+        canvas = canvas * (1 - inner) + fill * inner
+    return Image.fromarray(np.clip(canvas + 0.5, 0, 255).astype(np.uint8))
 
 
 # ----------------------------------------------------------------------------- sampling
