@@ -87,3 +87,31 @@ def test_varied_shapes_are_sometimes_anti_aliased_and_upright():
     flat = [colours(s) for s in scenes if s.texture == "flat" and s.jpeg_quality == 0 and not s.outline]
     # flat background + k solid fills: k + 1 colours when aliased, many more when anti-aliased
     assert min(flat) <= 6 < max(flat)
+
+
+def test_varied_scenes_use_every_rasteriser_and_skimage_draws_the_shape_where_it_is():
+    import random
+
+    import numpy as np
+
+    from vlmspec.data import styles
+    from vlmspec.data.synthetic import pick_weighted
+
+    picks = [pick_weighted(random.Random(i), styles.RENDERERS) for i in range(600)]
+    for name, share in styles.RENDERERS:
+        assert abs(picks.count(name) / 600 - share) < 0.07, name
+    scene = next(s for s in (generate_scene(i, style="varied") for i in range(200))
+                 if s.kind == "shapes" and len(s.shapes) == 1 and s.background != "photo")
+    rng = random.Random(0)
+    base = styles.background_image(scene, rng)
+    drawn = np.asarray(styles._render_skimage(base, scene, rng)).astype(int)
+    changed = np.abs(drawn - np.asarray(base).astype(int)).sum(-1) > 30  # [h, w]
+    ys, xs = np.nonzero(changed)
+    sh = scene.shapes[0]
+    # the drawn pixels are centred on the shape's centre and span about its size
+    assert abs(xs.mean() / scene.width - sh.cx) < 0.05 and abs(ys.mean() / scene.height - sh.cy) < 0.05
+    span = (xs.max() - xs.min()) / min(scene.width, scene.height)
+    assert 1.2 * sh.radius < span < 3.2 * sh.radius
+    # coverage masks give partial (anti-aliased) edge pixels
+    cov = styles._coverage("polygon", ((10, 10), (40, 12), (25, 40)), 50, 50)
+    assert ((cov > 0) & (cov < 1)).sum() > 20 and cov.max() == 1.0
