@@ -344,3 +344,22 @@ def test_measuring_verify_costs_says_so_once(tiny_llava_path, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", OneTimeSetupWarning)
         load_or_measure(target, (1, 2), home=tmp_path, repeats=1, context_length=8)  # cached: silent
+
+
+def test_a_bf16_model_is_timed_and_packed_in_bf16_and_fp32_is_never_cast():
+    model = _tiny_lm().to(torch.bfloat16)
+    report = accelerate_cpu(model, FastConfig(backend="auto", min_params=0, stock_rows=0, tune_cache=False))
+    assert report.shape_choice and all(shape.endswith("-bfloat16") for shape in report.shape_choice)
+    assert not any("not in FastConfig.dtypes" in why for why in report.skipped.values())
+    ids = torch.randint(0, 300, (1, 6))
+    with torch.inference_mode():
+        got = model(ids).logits.float()
+        restore(model)
+        want = model(ids).logits.float()
+    assert torch.allclose(got, want, atol=0.1, rtol=0.05)  # bf16 rounding, not another function
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    fp32 = _tiny_lm()
+    accelerate_cpu(fp32, FastConfig(backend="mkldnn", min_params=0, stock_rows=0))
+    assert all(p.dtype == torch.float32 for p in fp32.parameters())
+    only_fp32 = accelerate_cpu(_tiny_lm().to(torch.bfloat16), FastConfig(dtypes=(torch.float32,), min_params=0))
+    assert not only_fp32.replaced and any("not in FastConfig.dtypes" in why for why in only_fp32.skipped.values())

@@ -224,6 +224,8 @@ def target_fingerprint(target) -> dict:
         "vocab_size": int(embed.shape[0]),
         "num_layers": int(text_config.num_hidden_layers),
         "embed_sha256": digest.hexdigest(),
+        "embed_dtype": str(embed.dtype).removeprefix("torch."),
+        "embed_probe": embed_probe(embed),
     }
     try:
         target._fingerprint_cache = (key, fingerprint)
@@ -232,11 +234,44 @@ def target_fingerprint(target) -> dict:
     return dict(fingerprint)
 
 
+PROBE_ROWS, PROBE_COLS = 64, 8
+_PROBE_KEYS = ("embed_dtype", "embed_probe")
+
+
+def embed_probe(embed: torch.Tensor) -> list[float]:
+    """PROBE_ROWS x PROBE_COLS embedding values at fixed, evenly spread places: what tells the
+    same weights in another dtype (bf16 / fp16 round each value) from other weights."""
+    vocab, hidden = embed.shape
+    rows = torch.linspace(0, vocab - 1, min(PROBE_ROWS, vocab)).long()
+    cols = torch.linspace(0, hidden - 1, min(PROBE_COLS, hidden)).long()
+    return [round(float(x), 6) for x in embed[rows][:, cols].to("cpu", torch.float32).flatten()]
+
+
+def _same_weights_other_dtype(saved: dict, actual: dict) -> bool:
+    """The byte hash differs only because the target is loaded in another dtype than the one the
+    drafter was trained against: every probed value agrees to within that dtype's rounding."""
+    a, b = saved.get("embed_probe"), actual.get("embed_probe")
+    if saved.get("embed_dtype", "float32") == actual.get("embed_dtype") or not a or not b or len(a) != len(b):
+        return False
+    scale = max(abs(x) for x in a) or 1.0
+    return max(abs(x - y) for x, y in zip(a, b)) <= 1e-2 * scale  # bf16 rounds at 2**-8 relative, fp16 at 2**-11
+
+
 def fingerprint_mismatch(saved: dict, actual: dict) -> list[str]:
-    """'field: drafter X vs target Y' for every fingerprint field that differs."""
-    return [
-        f"{key}: drafter {saved.get(key)!r} vs target {actual[key]!r}" for key in actual if saved.get(key) != actual[key]
-    ]
+    """'field: drafter X vs target Y' for every fingerprint field that differs. The embedding's
+    byte hash may differ when only the dtype does (a float32-trained drafter on a bf16 target):
+    then the probed values decide."""
+    out = []
+    for key in actual:
+        if key in _PROBE_KEYS or saved.get(key) == actual[key]:
+            continue
+        if key == "embed_sha256" and _same_weights_other_dtype(saved, actual):
+            continue
+        out.append(f"{key}: drafter {saved.get(key)!r} vs target {actual[key]!r}")
+    if any(d.startswith("embed_sha256") for d in out) and saved.get("embed_dtype", "float32") != actual.get("embed_dtype"):
+        out.append(f"(the target's embeddings are {actual.get('embed_dtype')}, the drafter was trained against "
+                   f"{saved.get('embed_dtype', 'float32')}{'' if saved.get('embed_probe') else ', and its config has no embed_probe to compare across dtypes'})")
+    return out
 
 
 @dataclass(frozen=True)
