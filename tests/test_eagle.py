@@ -21,7 +21,7 @@ from vlmspec.core.cache import cache_length, truncate_cache
 from vlmspec.core.drafter import DraftContext, StepFeedback
 from vlmspec.core.tree import tree_attention
 from vlmspec.core.verify import verify_greedy
-from vlmspec.drafters.eagle import EagleConfig, EagleDrafter, _DraftTree, frequent_tokens
+from vlmspec.drafters.eagle import DraftTree, EagleConfig, EagleDrafter, frequent_tokens
 from vlmspec.drafters import eagle
 from vlmspec.testing import TinyLlavaConfig, save_tiny_llava
 
@@ -276,12 +276,15 @@ def test_tree_mask_forward_equals_sequential_forwards(targets):
     with torch.inference_mode():
         root_hidden, _ = drafter._catch_up(committed)
         base = cache_length(drafter.cache)
-        tree = _DraftTree(drafter, root_hidden)
+        tree = DraftTree(drafter, root_hidden, capacity=2)  # grows as nodes come
         parents = [-1, -1, -1, 0, 0, 1, 3, 3, 5, 6]  # depths 1 1 1 2 2 2 3 3 3 4
-        for i, parent in enumerate(parents):
+        tree.add([10, 13, 16], -1, 0.0)  # a level at once
+        for i, parent in enumerate(parents[3:], start=3):
             tree.add(10 + 3 * i, parent, 0.0)
+        assert tree.depths.tolist() == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4]
+        assert tree.tokens.tolist() == [10 + 3 * i for i in range(len(parents))]
         for level in range(1, 5):  # one forward per level, over the nodes of that level
-            tree.expand([n for n in range(len(parents)) if tree.depths[n] == level])
+            tree.expand((tree.depths == level).nonzero().flatten())
         assert cache_length(drafter.cache) == base + len(parents)
         for node in range(len(parents)):
             path, cursor = [], node
@@ -291,7 +294,7 @@ def test_tree_mask_forward_equals_sequential_forwards(targets):
             truncate_cache(drafter.cache, base)
             hidden = root_hidden  # [1, 1, H]
             for depth, n in enumerate(path, start=1):  # plain causal forward, one token at a time
-                ids = torch.tensor([[tree.tokens[n]]])
+                ids = tree.tokens[n].reshape(1, 1)
                 position = torch.tensor([[base - 1 + depth]])
                 inputs = drafter._input_states(ids, hidden, position)
                 mask = torch.ones(1, 1, 1, cache_length(drafter.cache) + 1, dtype=torch.bool)
@@ -514,12 +517,12 @@ def test_target_fingerprint_cached_until_weights_change(targets, monkeypatch):
     edit of the embedding (a new version) is hashed again and gives a different fingerprint."""
     import hashlib
 
-    from vlmspec.drafters import eagle
+    from vlmspec.drafters import eagle, fingerprint
 
     target = targets["llava"]
     calls = []
     real = hashlib.sha256
-    monkeypatch.setattr(eagle.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(fingerprint.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
     first = eagle.target_fingerprint(target)
     again = eagle.target_fingerprint(target)
     assert again == first
@@ -539,3 +542,31 @@ def test_target_fingerprint_cached_until_weights_change(targets, monkeypatch):
         with torch.no_grad():
             weight.copy_(saved)
     assert eagle.target_fingerprint(target) == first
+
+
+def test_a_drafter_refuses_another_fine_tune_of_the_same_base(targets, tmp_path):
+    """Same base model, same embeddings, but the decoder fine-tuned (as a LoRA merge does): the
+    layer probe tells them apart, in float32 and across dtypes; an old config without it is named."""
+    target = targets["llava"]
+    drafter = EagleDrafter.from_target(target, EagleConfig(tree="chain", depth=2), seed=1)
+    drafter.save_pretrained(tmp_path / "d")
+    saved = json.loads((tmp_path / "d" / "config.json").read_text())["target_fingerprint"]
+    assert saved["layer_probe"] and not eagle.fingerprint_mismatch(saved, eagle.target_fingerprint(target))
+    layer = target.model.get_decoder().layers[-1]
+    weight = layer.mlp.down_proj.weight
+    before = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.add_(1e-3 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
+        actual = eagle.target_fingerprint(target)
+        assert actual["embed_sha256"] == saved["embed_sha256"]  # the embedding alone cannot tell
+        assert any("fine-tuned differently" in d for d in eagle.fingerprint_mismatch(saved, actual))
+        with pytest.raises(DrafterMismatchError, match="layer_probe"):
+            EagleDrafter.from_pretrained(tmp_path / "d", target)
+    finally:
+        with torch.no_grad():
+            weight.copy_(before)
+    assert EagleDrafter.from_pretrained(tmp_path / "d", target).feature_layers is None
+    old = dict(saved)
+    del old["layer_probe"]
+    assert any("older vlmspec" in d for d in eagle.fingerprint_mismatch(old, eagle.target_fingerprint(target)))

@@ -18,6 +18,7 @@ from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .core.cache import cache_kwargs
+from .core.features import select_features
 from .core.masks import model_mask
 from .core.tree import chain_parents, tree_attention
 from .target import Target, TargetState, check_finite, image_spans
@@ -39,8 +40,8 @@ class BatchTarget:
         self.target = target
 
     @torch.inference_mode()
-    def prefill(self, samples: list[dict], need_hidden: bool = False,
-                keys: list[int] | None = None) -> tuple[BatchState, torch.Tensor]:
+    def prefill(self, samples: list[dict], need_hidden: bool = False, keys: list[int] | None = None,
+                feature_layers: tuple[int, ...] | None = None) -> tuple[BatchState, torch.Tensor]:
         """`samples`: per-sequence processor outputs, named by `keys` (default 0..n-1) in the state.
         Returns the state and first-token logits [batch, vocab]."""
         model = self.target.model
@@ -77,10 +78,11 @@ class BatchTarget:
             **kwargs,
         )
         keys = list(range(len(samples))) if keys is None else list(keys)
+        states = select_features(out.hidden_states, feature_layers) if need_hidden else None  # [batch, width, F]
         views = {}
         for row, (key, sample, length, features) in enumerate(zip(keys, samples, lengths, features_per_sample)):
             ids = sample["input_ids"]  # [1, prompt_len]
-            hidden = out.hidden_states[-1][row : row + 1, width - length :] if need_hidden else None
+            hidden = states[row : row + 1, width - length :] if need_hidden else None
             spans = image_spans(ids[0], self.target.image_token_id, [f.shape[0] for f in features])
             views[key] = TargetState(None, ids, sample, features, spans, hidden)
         state = BatchState(cache, valid, valid.sum(-1), keys, views)
@@ -91,7 +93,7 @@ class BatchTarget:
     @torch.inference_mode()
     def forward(
         self, state: BatchState, candidates: list[torch.Tensor], parents: list[torch.Tensor | None],
-        need_hidden: bool = False,
+        need_hidden: bool = False, feature_layers: tuple[int, ...] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Score each active sequence's root + draft nodes. Returns logits [active, rows, vocab] (and hidden)."""
         active = len(candidates)
@@ -121,7 +123,7 @@ class BatchTarget:
             output_hidden_states=need_hidden,
         )
         check_finite(out.logits)
-        return out.logits, (out.hidden_states[-1] if need_hidden else None)
+        return out.logits, (select_features(out.hidden_states, feature_layers) if need_hidden else None)
 
     def keep(self, state: BatchState, kept_rows: list[list[int]], still_active: list[bool]) -> None:
         """Keep each sequence's valid cache plus its accepted rows; drop finished sequences."""

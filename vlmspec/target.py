@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, DynamicCache
 
 from .core.cache import cache_kwargs, cache_length, keep_positions, truncate_cache
+from .core.features import select_features
 from .core.masks import model_mask
 from .core.tree import is_chain, tree_attention
 from .errors import ContextLengthError, InputError, ModelLoadError, NumericalError, PromptError, UnsupportedError
@@ -252,8 +253,11 @@ class Target:
 
     # ----------------------------------------------------------------- forwards
     @torch.inference_mode()
-    def prefill(self, model_inputs: dict, need_hidden: bool = False) -> tuple[TargetState, torch.Tensor]:
-        """Run the prompt once. Returns the state and the logits for the first new token [1, vocab]."""
+    def prefill(
+        self, model_inputs: dict, need_hidden: bool = False, feature_layers: tuple[int, ...] | None = None
+    ) -> tuple[TargetState, torch.Tensor]:
+        """Run the prompt once. Returns the state and the logits for the first new token [1, vocab].
+        With `need_hidden`, state.prompt_hidden holds the states `feature_layers` names (core/features.py)."""
         input_ids = model_inputs["input_ids"]  # [1, prompt_len]
         pad_mask = left_padding_mask(model_inputs.get("attention_mask"))  # [1, prompt_len] or None
         forward_inputs = {"input_ids": input_ids, "attention_mask": model_inputs.get("attention_mask")}
@@ -280,7 +284,7 @@ class Target:
             model_inputs=model_inputs,
             image_features=image_features,
             image_spans=image_spans(input_ids[0], self.image_token_id, [f.shape[0] for f in image_features]),
-            prompt_hidden=out.hidden_states[-1] if need_hidden else None,
+            prompt_hidden=select_features(out.hidden_states, feature_layers) if need_hidden else None,
             pad_mask=pad_mask,
         )
         logits = out.logits[:, -1]  # [1, vocab]
@@ -289,7 +293,8 @@ class Target:
 
     @torch.inference_mode()
     def forward(
-        self, state: TargetState, tokens: torch.Tensor, need_hidden: bool = False, parents: torch.Tensor | None = None
+        self, state: TargetState, tokens: torch.Tensor, need_hidden: bool = False, parents: torch.Tensor | None = None,
+        feature_layers: tuple[int, ...] | None = None,
     ) -> TargetOutput:
         """Score `tokens` [1, n] after everything in the cache; the cache grows by n.
 
@@ -319,7 +324,7 @@ class Target:
             output_hidden_states=need_hidden,
         )
         check_finite(out.logits)
-        return TargetOutput(out.logits, out.hidden_states[-1] if need_hidden else None)
+        return TargetOutput(out.logits, select_features(out.hidden_states, feature_layers) if need_hidden else None)
 
     def keep(self, state: TargetState, prefix_len: int, rows: list[int]) -> None:
         """After a step: keep the cache prefix and the accepted rows of the scored tokens."""

@@ -19,9 +19,10 @@ Stages (fixed seeds, progress bars, CPU, 2 threads, within 90 minutes):
    the base LM's own answers to text instructions from ``replay.py``, with or without an
    unrelated image); cross-entropy on the assistant tokens only.
 
-v2 (this file; see README.md, not yet run in full -- the shipped weights are v1's): starts
-from the v1 weights in ``init/``, fine-tunes stage 1 on 60% varied-style scenes (photos
-included) and continues v1's LoRA on the mix above for 1,400 steps, capped at 48 minutes.
+v2 (this file; see README.md): starts from the v1 weights in ``init/`` (or a candidate with
+``--init-from``), fine-tunes stage 1 on 60% varied-style scenes (photos included) and
+continues the LoRA on the mix above. The shipped v2 weights are the fourth such run in a
+chain (v2a -> v2d, each from the previous; commands and numbers in README.md).
 
 Then the held-out test split is scored (exact match per question type, and the same
 model with a blank image as the chance line) and the weights are exported (fp16

@@ -44,8 +44,8 @@ class BatchSequence:
 class BatchDecoder:
     """Continuous speculative batching: `join` sequences, `step` until `active` is empty.
 
-    ``batch_target`` provides ``prefill(samples, need_hidden)``, ``forward(state, candidates,
-    parents, need_hidden)``, ``keep(state, kept_rows, still_active)`` and ``merge(a, b)``
+    ``batch_target`` provides ``prefill(samples, need_hidden, keys, feature_layers=)``,
+    ``forward(state, candidates, parents, need_hidden, feature_layers=)``, ``keep(state, kept_rows, still_active)`` and ``merge(a, b)``
     (see `vlmspec.batching.BatchTarget`)."""
 
     def __init__(self, batch_target) -> None:
@@ -64,10 +64,12 @@ class BatchDecoder:
         them to the running batch. Returns their keys (in the order given)."""
         if not sequences:
             return []
-        need_hidden = any(s.drafter.needs_target_hidden for s in sequences)
+        need_hidden, layers = self._features(sequences)
         started = time.perf_counter()
         keys = [next(self._keys) for _ in sequences]
-        state, first_logits = self.batch_target.prefill([s.sample for s in sequences], need_hidden, keys)  # [n, vocab]
+        state, first_logits = self.batch_target.prefill(
+            [s.sample for s in sequences], need_hidden, keys, feature_layers=layers
+        )  # [n, vocab]
         for row, (key, seq) in enumerate(zip(keys, sequences)):
             view = state.views[key]
             first = choose_token(first_logits[row], seq.sampling, seq.generator)
@@ -89,7 +91,7 @@ class BatchDecoder:
             return []
         state, running = self.state, self.active
         sequences = [self.sequences[key] for key in running]
-        need_hidden = any(s.drafter.needs_target_hidden for s in sequences)
+        need_hidden, layers = self._features(sequences)
         drafts, draft_seconds, requested = [], [], []
         for seq in sequences:
             t0 = time.perf_counter()
@@ -99,7 +101,9 @@ class BatchDecoder:
             draft_seconds.append(time.perf_counter() - t0)
         t1 = time.perf_counter()
         candidates = [torch.cat([seq.committed[-1:], d.tokens]) for seq, d in zip(sequences, drafts)]
-        logits, hidden = self.batch_target.forward(state, candidates, [d.parents for d in drafts], need_hidden)
+        logits, hidden = self.batch_target.forward(
+            state, candidates, [d.parents for d in drafts], need_hidden, feature_layers=layers
+        )
         verify_seconds = time.perf_counter() - t1  # one shared forward: each sequence waited this long
 
         kept_rows = []
@@ -119,6 +123,18 @@ class BatchDecoder:
         if not state.active:
             self.state = None
         return running
+
+    def _features(self, sequences: list[BatchSequence]) -> tuple[bool, tuple[int, ...] | None]:
+        """Whether the target must return hidden states, and which (one choice for the whole batch)."""
+        wanted = {s.drafter.feature_layers for s in sequences if s.drafter.needs_target_hidden}
+        if self.sequences:  # the running batch keeps its choice: all its steps return the same states
+            wanted |= {s.drafter.feature_layers for s in self.sequences.values() if s.drafter.needs_target_hidden}
+        if len(wanted) > 1:
+            raise ValueError(
+                f"One batch cannot serve drafters that read different target layers ({sorted(map(str, wanted))}); "
+                "batch requests of one drafter together."
+            )
+        return bool(wanted), (next(iter(wanted)) if wanted else None)
 
     def cancel(self, keys: list[int]) -> None:
         """Drop running sequences now (their cache rows are freed; their results stay as they are)."""

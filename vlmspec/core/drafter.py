@@ -55,13 +55,15 @@ class StepFeedback:
     num_accepted: int  # draft tokens the target accepted this step (length of the accepted path)
     path: list[int]  # accepted draft node indices, root's child first
     committed: torch.Tensor  # [seq] prompt + every generated token so far (bonus included)
-    target_hidden: torch.Tensor | None = None  # [1, num_accepted + 1, hidden] states of [pending, accepted path]
+    target_hidden: torch.Tensor | None = None  # [1, num_accepted + 1, F] states of [pending, accepted path]
+    # (F = hidden, or len(feature_layers) * hidden)
 
 
 class Drafter:
     """Base class: override `propose`; the other hooks are optional."""
 
-    needs_target_hidden: bool = False  # ask the target to return last-layer hidden states
+    needs_target_hidden: bool = False  # ask the target to return hidden states (see feature_layers)
+    feature_layers: tuple[int, ...] | None = None  # which: None = last layer, else core/features.py's indexes
     max_depth: int | None = None  # deepest draft it proposes whatever k asks (its config); None = k decides
 
     def begin(self, context: DraftContext) -> None:

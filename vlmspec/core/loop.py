@@ -41,7 +41,8 @@ def speculative_decode(
 ) -> Iterator[list[int]]:
     """Yield the new tokens accepted at each step until `stop` says done."""
     started = time.perf_counter()
-    state, first_logits = target.prefill(model_inputs, need_hidden=drafter.needs_target_hidden)
+    need_hidden, layers = drafter.needs_target_hidden, drafter.feature_layers
+    state, first_logits = target.prefill(model_inputs, need_hidden=need_hidden, feature_layers=layers)
     first = choose_token(first_logits[0], sampling, generator)
     recorder.prefill_done(time.perf_counter() - started)
     committed = torch.cat([state.prompt_ids[0], first_logits.new_tensor([first], dtype=torch.long)])  # [seq]
@@ -57,7 +58,7 @@ def speculative_decode(
 
             cached = cache_length(state.cache)  # == len(committed) - 1
             candidates = torch.cat([committed[-1:], draft.tokens])[None]  # [1, n + 1] root + nodes
-            scored = target.forward(state, candidates, drafter.needs_target_hidden, draft.parents)
+            scored = target.forward(state, candidates, need_hidden, draft.parents, feature_layers=layers)
             trusted = schedule.trusted(len(draft.tokens))  # 0 = lossless; > 0 only in approximate mode
             accepted = verify_draft(draft, scored.logits[0], sampling, generator, trusted)  # logits [n + 1, vocab]
             rows = [0] + [node + 1 for node in accepted.path]  # root + accepted path

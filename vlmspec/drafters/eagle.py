@@ -1,10 +1,12 @@
-"""EAGLE-style feature drafter (EAGLE-1/2) built from the target's own layer classes.
+"""EAGLE-style feature drafter (EAGLE-1/2, optionally EAGLE-3 fused features) built from the target's own layer classes.
 
 Architecture (per position i of the drafter's sequence):
     x_i   = fc([embed(t_{i+1}) ; h_i])            fc: 2H -> H (optional LayerNorm on the 2H input first)
     h'_i  = decoder_layer(x_i | drafter KV cache)  ONE layer of the target's own decoder-layer class
     logits_i = lm_head(h'_i)                       the target's frozen LM head (or its draft-vocab rows)
-`h_i` is the target's last-layer hidden state (after the final norm) at position i and
+`h_i` is the target's last-layer hidden state (after the final norm) at position i (with
+`feature_layers`, EAGLE-3: h_i = fuse([rms(s_low) ; rms(s_mid) ; rms(s_high)]), fuse: 3H -> H,
+a fusion of low, middle and high layers' states, see `fuse_features`) and
 `t_{i+1}` the token that follows it; `h'_i` is the drafter's prediction of h_{i+1}, so
 logits_i is a distribution over t_{i+2}. While drafting, a node's input is its own token
 and the predicted hidden state of its parent. The embedding and LM head are the target's
@@ -42,7 +44,6 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -57,10 +58,12 @@ from torch import nn
 
 from ..core.cache import cache_kwargs, cache_length, truncate_cache
 from ..core.drafter import Draft, DraftContext, Drafter, StepFeedback
-from ..core.sampling import warp_probs
-from ..core.tree import node_depths, static_tree
+from ..core.features import check_layers, eagle3_layers
+from ..core.tree import static_tree
 from ..errors import DrafterMismatchError, InputError, ModelLoadError
 from ..weights import load_weights_into, read_safetensors
+from .draft_tree import DraftTree, draft_chain, draft_dynamic, draft_static  # noqa: F401 (DraftTree: tests)
+from .fingerprint import embed_probe, fingerprint_mismatch, target_fingerprint  # noqa: F401 (re-exported)
 
 TREE_KINDS = ("chain", "static", "dynamic")
 # tree="static" without static_paths: a top-3 / top-2 / top-1 tree of 10 nodes over 4 levels
@@ -84,6 +87,10 @@ class EagleConfig:
     input_norm: bool = False  # LayerNorm over [embed ; hidden] before fc (SpecVLM's EagleVLM)
     fc_bias: bool = True
     trainable_head: bool = False  # with a draft vocabulary: train (and save) a copy of its head rows
+    # Target features: None = the last layer after the final norm (EAGLE-1/2); (low, mid, high)
+    # = transformers hidden_states indexes fused by fc(len * H -> H) (EAGLE-3, core/features.py);
+    # "eagle3" = (2, num_layers // 2, num_layers - 3) of the target, resolved when the drafter is built.
+    feature_layers: tuple[int, ...] | str | None = None
 
     def __post_init__(self) -> None:
         if self.tree not in TREE_KINDS:
@@ -99,6 +106,7 @@ class EagleConfig:
         for name in ("input_norm", "fc_bias", "trainable_head"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"EagleConfig.{name} must be True or False; got {getattr(self, name)!r}.")
+        object.__setattr__(self, "feature_layers", _normalise_layers(self.feature_layers))
         if self.tree == "static":
             paths = _normalise_paths(DEFAULT_STATIC_PATHS if self.static_paths is None else self.static_paths)
             static_tree(paths)  # raises InputError on negative ranks, missing prefixes, empty trees
@@ -121,6 +129,8 @@ class EagleConfig:
         data = dataclasses.asdict(self)
         if self.static_paths is not None:
             data["static_paths"] = [list(p) for p in self.static_paths]
+        if isinstance(self.feature_layers, tuple):
+            data["feature_layers"] = list(self.feature_layers)
         return data
 
     @classmethod
@@ -134,6 +144,19 @@ class EagleConfig:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _normalise_layers(layers: Any) -> tuple[int, ...] | str | None:
+    if layers is None or layers == "eagle3":
+        return layers
+    if isinstance(layers, (list, tuple)) and all(_is_int(i) and i >= 0 for i in layers):
+        layers = tuple(int(i) for i in layers)
+        if len(layers) >= 2 and all(a < b for a, b in zip(layers, layers[1:])):
+            return layers
+    raise InputError(
+        "EagleConfig.feature_layers must be None (the last layer), \"eagle3\" (low / middle / high layers of the "
+        f"target) or >= 2 increasing hidden_states indexes such as [2, 15, 27]; got {layers!r}."
+    )
 
 
 def _normalise_paths(paths: Any) -> tuple[tuple[int, ...], ...]:
@@ -198,82 +221,6 @@ def validate_draft_vocab(draft_vocab: Any, vocab_size: int) -> torch.Tensor:
     return ids
 
 
-# --------------------------------------------------------------- fingerprinting
-def target_fingerprint(target) -> dict:
-    """What a drafter must agree on with its target (the embedding hash covers the float32 values).
-
-    Hashing the embedding costs ~0.15 s on a 135M model, so the result is kept on the target,
-    keyed on the embedding tensor's storage and version counter: any in-place edit of the
-    weights (``load_state_dict``, ``copy_``, an optimiser step) bumps the version and re-hashes.
-    """
-    model = target.model
-    embed = model.get_input_embeddings().weight.detach()  # [vocab, H]
-    key = (embed.data_ptr(), embed._version, tuple(embed.shape), embed.dtype, str(embed.device))
-    cached = getattr(target, "_fingerprint_cache", None)
-    if cached is not None and cached[0] == key:
-        return dict(cached[1])
-    text_config = model.config.get_text_config()
-    digest = hashlib.sha256()
-    flat = embed.to("cpu", torch.float32).contiguous().view(-1)
-    for chunk in flat.split(1 << 22):
-        digest.update(chunk.view(torch.uint8).numpy().tobytes())
-    fingerprint = {
-        "architecture": type(model).__name__,
-        "model_type": getattr(model.config, "model_type", None),
-        "hidden_size": int(text_config.hidden_size),
-        "vocab_size": int(embed.shape[0]),
-        "num_layers": int(text_config.num_hidden_layers),
-        "embed_sha256": digest.hexdigest(),
-        "embed_dtype": str(embed.dtype).removeprefix("torch."),
-        "embed_probe": embed_probe(embed),
-    }
-    try:
-        target._fingerprint_cache = (key, fingerprint)
-    except AttributeError:  # a target type that takes no attributes: hash every time
-        pass
-    return dict(fingerprint)
-
-
-PROBE_ROWS, PROBE_COLS = 64, 8
-_PROBE_KEYS = ("embed_dtype", "embed_probe")
-
-
-def embed_probe(embed: torch.Tensor) -> list[float]:
-    """PROBE_ROWS x PROBE_COLS embedding values at fixed, evenly spread places: what tells the
-    same weights in another dtype (bf16 / fp16 round each value) from other weights."""
-    vocab, hidden = embed.shape
-    rows = torch.linspace(0, vocab - 1, min(PROBE_ROWS, vocab)).long()
-    cols = torch.linspace(0, hidden - 1, min(PROBE_COLS, hidden)).long()
-    return [round(float(x), 6) for x in embed[rows][:, cols].to("cpu", torch.float32).flatten()]
-
-
-def _same_weights_other_dtype(saved: dict, actual: dict) -> bool:
-    """The byte hash differs only because the target is loaded in another dtype than the one the
-    drafter was trained against: every probed value agrees to within that dtype's rounding."""
-    a, b = saved.get("embed_probe"), actual.get("embed_probe")
-    if saved.get("embed_dtype", "float32") == actual.get("embed_dtype") or not a or not b or len(a) != len(b):
-        return False
-    scale = max(abs(x) for x in a) or 1.0
-    return max(abs(x - y) for x, y in zip(a, b)) <= 1e-2 * scale  # bf16 rounds at 2**-8 relative, fp16 at 2**-11
-
-
-def fingerprint_mismatch(saved: dict, actual: dict) -> list[str]:
-    """'field: drafter X vs target Y' for every fingerprint field that differs. The embedding's
-    byte hash may differ when only the dtype does (a float32-trained drafter on a bf16 target):
-    then the probed values decide."""
-    out = []
-    for key in actual:
-        if key in _PROBE_KEYS or saved.get(key) == actual[key]:
-            continue
-        if key == "embed_sha256" and _same_weights_other_dtype(saved, actual):
-            continue
-        out.append(f"{key}: drafter {saved.get(key)!r} vs target {actual[key]!r}")
-    if any(d.startswith("embed_sha256") for d in out) and saved.get("embed_dtype", "float32") != actual.get("embed_dtype"):
-        out.append(f"(the target's embeddings are {actual.get('embed_dtype')}, the drafter was trained against "
-                   f"{saved.get('embed_dtype', 'float32')}{'' if saved.get('embed_probe') else ', and its config has no embed_probe to compare across dtypes'})")
-    return out
-
-
 @dataclass(frozen=True)
 class _Shared:
     """The target's modules a drafter uses by reference (never registered, never saved)."""
@@ -294,7 +241,8 @@ def _decoder_of(model) -> nn.Module:
 
 # ------------------------------------------------------------------------ drafter
 class EagleDrafter(nn.Module, Drafter):
-    """An EAGLE feature drafter: fc(2H -> H) + one target-family decoder layer + the target's LM head."""
+    """An EAGLE feature drafter: [fuse(nH -> H)] + fc(2H -> H) + one target-family decoder layer +
+    the target's LM head."""
 
     needs_target_hidden = True
     drafter_kind = DRAFTER_KIND  # "vlmspec_drafter" in config.json (subclasses: their own kind)
@@ -324,6 +272,17 @@ class EagleDrafter(nn.Module, Drafter):
         self.hidden_size = hidden
         self.target_vocab_size = int(model.get_output_embeddings().weight.shape[0])
 
+        num_layers = int(text_config.num_hidden_layers)
+        try:
+            if config.feature_layers == "eagle3":
+                config = self.config = dataclasses.replace(config, feature_layers=eagle3_layers(num_layers))
+            check_layers(config.feature_layers, num_layers, "EagleConfig.feature_layers")
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        # EAGLE-3 fusion: the named layers' states, each RMS-normalised (residual-stream scales differ
+        # by orders of magnitude between layers), concatenated and mapped to H.
+        n_fused = len(config.feature_layers) if config.feature_layers else 0
+        self.fuse = nn.Linear(n_fused * hidden, hidden, bias=False, **factory) if n_fused else None
         self.fc = nn.Linear(2 * hidden, hidden, bias=config.fc_bias, **factory)
         self.input_norm = nn.LayerNorm(2 * hidden, **factory) if config.input_norm else None
         self.layer = type(decoder.layers[0])(layer_config, layer_idx=0).to(**factory)
@@ -377,6 +336,9 @@ class EagleDrafter(nn.Module, Drafter):
         self.fc.weight[:, self.hidden_size :].copy_(torch.eye(self.hidden_size))
         if self.fc.bias is not None:
             self.fc.bias.zero_()
+        if self.fuse is not None:  # fuse = [0 | ... | I]: starts as the (normalised) highest layer named
+            self.fuse.weight.zero_()
+            self.fuse.weight[:, -self.hidden_size :].copy_(torch.eye(self.hidden_size))
 
     def _check_shape_fits(self) -> None:
         config, vocab = self.config, self.draft_vocab_size
@@ -399,9 +361,32 @@ class EagleDrafter(nn.Module, Drafter):
     def max_depth(self) -> int | None:
         return self.config.max_depth()
 
+    @property
+    def feature_layers(self) -> tuple[int, ...] | None:
+        """The target states this drafter reads (core/features.py); None = the last layer."""
+        return self.config.feature_layers
+
+    def fuse_features(self, states: torch.Tensor) -> torch.Tensor:
+        """Target states as the target returns them [..., F] -> the drafter's feature [..., H].
+
+        F = H for a last-layer drafter (returned as is); F = len(feature_layers) * H for a fused
+        one: each layer's state RMS-normalised, then fc_fuse."""
+        expected = self.hidden_size * (len(self.feature_layers) if self.feature_layers else 1)
+        if states.shape[-1] != expected:
+            raise InputError(
+                f"{type(self).__name__} reads target features of size {expected} (layers "
+                f"{self.feature_layers or 'last'}); got {states.shape[-1]}. Run the target with "
+                "feature_layers=drafter.feature_layers."
+            )
+        if self.fuse is None:
+            return states
+        chunks = states.unflatten(-1, (-1, self.hidden_size)).float()  # [..., n, H]
+        chunks = chunks * torch.rsqrt(chunks.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return self.fuse(chunks.flatten(-2).to(self.fuse.weight.dtype))  # [..., H]
+
     def with_config(self, config: EagleConfig) -> "EagleDrafter":
         """A drafter sharing these weights but drafting with another config (tree shape, depth, ...)."""
-        fixed = ("input_norm", "fc_bias", "trainable_head")
+        fixed = ("input_norm", "fc_bias", "trainable_head", "feature_layers")
         if any(getattr(config, f) != getattr(self.config, f) for f in fixed):
             raise InputError(f"with_config can only change how the drafter drafts, not {', '.join(fixed)}.")
         clone = copy.copy(self)  # shallow: parameters stay shared
@@ -618,16 +603,18 @@ class EagleDrafter(nn.Module, Drafter):
 
         self.cache = DynamicCache()  # one plain full-attention layer, created on first update
         prompt = state.prompt_ids  # [1, P]
-        hidden = state.prompt_hidden  # [1, P, H]
+        hidden = self.fuse_features(state.prompt_hidden)  # [1, P, H]
         self._pending = hidden[:, :0]  # [1, 0, H] target states not yet fed (their next token is known)
         self._root = None
         self._feed(prompt[:, 1:], hidden[:, :-1])  # positions 0 .. P-2
         self._pending = hidden[:, -1:]  # h_{P-1}: its next token is the first generated one
 
+    @torch.inference_mode()
     def update(self, feedback: StepFeedback) -> None:
         if feedback.target_hidden is None:
             raise RuntimeError("EagleDrafter.update needs feedback.target_hidden (needs_target_hidden is True).")
-        self._pending = torch.cat([self._pending, feedback.target_hidden.to(self._pending.dtype)], dim=1)
+        fused = self.fuse_features(feedback.target_hidden)  # [1, n, H]
+        self._pending = torch.cat([self._pending, fused.to(self._pending.dtype)], dim=1)
         self._root = None
 
     def end(self) -> None:
@@ -642,12 +629,9 @@ class EagleDrafter(nn.Module, Drafter):
             return Draft.empty(committed.device)
         root_hidden, root_logits = self._catch_up(committed)  # [1, 1, H], [V']
         committed_positions = cache_length(self.cache)
+        strategy = {"chain": draft_chain, "static": draft_static, "dynamic": draft_dynamic}[self.config.tree]
         try:
-            if self.config.tree == "chain":
-                return self._draft_chain(root_hidden, root_logits, depth)
-            if self.config.tree == "static":
-                return self._draft_static(root_hidden, root_logits, depth)
-            return self._draft_dynamic(root_hidden, root_logits, depth)
+            return strategy(self, root_hidden, root_logits, depth)
         finally:
             truncate_cache(self.cache, committed_positions)  # drop every draft position
 
@@ -687,81 +671,6 @@ class EagleDrafter(nn.Module, Drafter):
         self._root = (root_hidden, self._logits(root_hidden[0, 0]).float())
         return self._root
 
-    # ------------------------------------------------------------ tree drafting
-    def _draft_chain(self, root_hidden, root_logits, depth: int) -> Draft:
-        sampling, generator = self.context.sampling, self.context.generator
-        if sampling.greedy:
-            return self._draft_static(root_hidden, root_logits, depth, paths=[[0] * d for d in range(1, depth + 1)])
-        tree = _DraftTree(self, root_hidden)
-        logits, parent, probs = root_logits, -1, []
-        for step in range(depth):
-            q = warp_probs(logits, sampling)  # [V'] the draft distribution
-            token = int(torch.multinomial(q, 1, generator=generator))
-            hidden = root_hidden[0, 0] if parent < 0 else tree.outputs[parent]  # [H] state that gave `logits`
-            parent = tree.add(token, parent, 0.0)
-            probs.append(q)
-            if not self.keep_drafting(logits.softmax(-1), step + 1, hidden):
-                break  # the acceptance gate ends the draft
-            if step + 1 < depth:
-                logits = tree.expand([parent])[0]
-        draft_ids = torch.tensor(tree.tokens, dtype=torch.long, device=root_logits.device)  # [depth]
-        q_full = self._to_full_probs(torch.stack(probs))  # [depth, vocab]
-        return Draft(self._to_target_ids(draft_ids), q_full, None)
-
-    def _draft_static(self, root_hidden, root_logits, depth: int, paths=None) -> Draft:
-        parents, ranks = static_tree(paths if paths is not None else self.config.static_paths)
-        depths = node_depths(parents)
-        keep = int((depths <= depth).sum())  # nodes are sorted by depth
-        parents, ranks, depths = parents[:keep].tolist(), ranks[:keep].tolist(), depths[:keep].tolist()
-        tree = _DraftTree(self, root_hidden)
-        wanted = min(max(ranks) + 1, self.draft_vocab_size) if ranks else 1
-        ranked = {-1: root_logits.topk(wanted).indices}  # parent -> its candidates, best first
-        chain_logits = root_logits  # a chain's last logits, for the acceptance gate
-        for level in range(1, depth + 1):
-            nodes = [i for i in range(keep) if depths[i] == level]
-            if not nodes:
-                break
-            if level > 1:
-                expand = sorted({parents[i] for i in nodes})
-                for parent, logits in zip(expand, tree.expand(expand)):
-                    ranked[parent] = logits.topk(wanted).indices
-                    chain_logits = logits
-            for i in nodes:
-                tree.add(int(ranked[parents[i]][ranks[i]]), parents[i], 0.0)  # node index == i
-            if paths is not None:  # a chain: one node per level; the gate may end it here
-                parent = parents[nodes[0]]
-                hidden = root_hidden[0, 0] if parent < 0 else tree.outputs[parent]  # [H]
-                if not self.keep_drafting(chain_logits.softmax(-1), level, hidden):
-                    break
-        return self._finish(tree, list(range(len(tree.tokens))), chain=paths is not None, device=root_logits.device)
-
-    def _draft_dynamic(self, root_hidden, root_logits, depth: int) -> Draft:
-        top_k = self.config.top_k
-        tree = _DraftTree(self, root_hidden)
-        log_probs = root_logits.log_softmax(-1)  # [V']
-        values, ids = log_probs.topk(top_k)
-        frontier = [tree.add(int(t), -1, float(v)) for v, t in zip(values, ids)]
-        for _ in range(depth - 1):
-            logits = tree.expand(frontier)  # [f, V']
-            values, ids = logits.log_softmax(-1).topk(top_k, dim=-1)  # [f, top_k]
-            candidates = []
-            for row, parent in enumerate(frontier):
-                for v, t in zip(values[row].tolist(), ids[row].tolist()):
-                    candidates.append(tree.add(t, parent, tree.scores[parent] + v))
-            best = sorted(candidates, key=lambda n: -tree.scores[n])[:top_k]  # stable: ties keep creation order
-            frontier = sorted(best)
-        # Path scores never grow along a path, and a stable sort keeps parents before their
-        # equally scored children: the kept set is closed under ancestors.
-        kept = sorted(range(len(tree.tokens)), key=lambda n: -tree.scores[n])[: self.config.total_tokens]
-        return self._finish(tree, sorted(kept), chain=False, device=root_logits.device)
-
-    def _finish(self, tree: "_DraftTree", kept: list[int], chain: bool, device) -> Draft:
-        """Draft of the kept nodes (ascending creation order: parents first), target ids."""
-        index = {node: i for i, node in enumerate(kept)}
-        parents = torch.tensor([index[tree.parents[n]] if tree.parents[n] >= 0 else -1 for n in kept], dtype=torch.long)
-        draft_ids = torch.tensor([tree.tokens[n] for n in kept], dtype=torch.long, device=device)  # [n]
-        return Draft(self._to_target_ids(draft_ids), None, None if chain else parents.to(device))
-
     def _to_target_ids(self, draft_ids: torch.Tensor) -> torch.Tensor:
         return draft_ids if self.draft_vocab is None else self.draft_vocab[draft_ids]
 
@@ -772,62 +681,6 @@ class EagleDrafter(nn.Module, Drafter):
         full = probs.new_zeros(probs.shape[0], self.target_vocab_size)
         full[:, self.draft_vocab] = probs
         return full
-
-
-class _DraftTree:
-    """Draft nodes of one `propose`, and the drafter forwards over them on top of the cache.
-
-    Node i: tokens[i] (draft-vocab id), parents[i] (-1 = child of the root), scores[i] (log
-    path probability), depth. `expand(nodes)` feeds the nodes (all at one depth) in ONE
-    forward with a tree mask and returns their draft logits [m, V'].
-    """
-
-    def __init__(self, drafter: EagleDrafter, root_hidden: torch.Tensor) -> None:
-        self.drafter = drafter
-        self.root_hidden = root_hidden  # [1, 1, H]
-        self.committed_slots = cache_length(drafter.cache)  # cache entries before the draft nodes
-        self.committed_positions = drafter._fed_positions()  # target positions they cover
-        self.tokens: list[int] = []
-        self.parents: list[int] = []
-        self.scores: list[float] = []
-        self.depths: list[int] = []
-        self.ancestors: list[frozenset[int]] = []
-        self.slots: list[int] = []  # node held at each draft position of the cache
-        self.outputs: dict[int, torch.Tensor] = {}  # node -> predicted hidden [H]
-
-    def add(self, token: int, parent: int, score: float) -> int:
-        node = len(self.tokens)
-        self.tokens.append(token)
-        self.parents.append(parent)
-        self.scores.append(score)
-        self.depths.append(1 if parent < 0 else self.depths[parent] + 1)
-        self.ancestors.append(frozenset() if parent < 0 else self.ancestors[parent] | {parent})
-        return node
-
-    def expand(self, nodes: list[int]) -> torch.Tensor:
-        drafter, device = self.drafter, self.root_hidden.device
-        m, cached = len(nodes), len(self.slots)
-        parent_hidden = torch.stack([
-            self.root_hidden[0, 0] if self.parents[n] < 0 else self.outputs[self.parents[n]] for n in nodes
-        ])[None]  # [1, m, H]
-        token_ids = torch.tensor([self.tokens[n] for n in nodes], device=device)
-        token_ids = drafter._to_target_ids(token_ids)[None]  # [1, m] target ids for the embedding
-        positions = torch.tensor(
-            [self.committed_positions - 1 + self.depths[n] for n in nodes], device=device
-        )[None]  # [1, m]
-        mask = torch.zeros(1, 1, m, self.committed_slots + cached + m, dtype=torch.bool, device=device)
-        mask[..., : self.committed_slots] = True
-        for row, node in enumerate(nodes):
-            for col, slot_node in enumerate(self.slots):
-                if slot_node in self.ancestors[node]:
-                    mask[0, 0, row, self.committed_slots + col] = True
-            mask[0, 0, row, self.committed_slots + cached + row] = True
-        inputs = drafter._input_states(token_ids, parent_hidden, positions)  # [1, m, H]
-        outputs = drafter._layer_forward(inputs, positions, mask, drafter.cache)  # [1, m, H]
-        self.slots.extend(nodes)
-        for row, node in enumerate(nodes):
-            self.outputs[node] = outputs[0, row]
-        return drafter._logits(outputs[0]).float()  # [m, V']
 
 
 # ------------------------------------------------------------------ spec string

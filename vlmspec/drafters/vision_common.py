@@ -153,7 +153,7 @@ class VisionEagleDrafter(EagleDrafter):
         """Per image [r_j, H] slot vectors (any r_j >= 0) and per-sequence info.
 
         features: per image [n_j, H] projected features; spans: their [start, end) target
-        positions; hidden [T, H]: the target's last-layer states of the sequence (at inference
+        positions; hidden [T, H]: the target features of the sequence (`fuse_features`; at inference
         the prompt's); prompt_length: P (the question is the prompt's text); train_options:
         forward_train's gate_temperature / generator (None at inference).
         """
@@ -200,7 +200,7 @@ class VisionEagleDrafter(EagleDrafter):
             raise RuntimeError(
                 f"{type(self).__name__} needs the target's hidden states: prefill with need_hidden=True."
             )
-        hidden = state.prompt_hidden[0]  # [P, H]
+        hidden = self.fuse_features(state.prompt_hidden)[0]  # [P, H]
         length = hidden.shape[0]
         self._images = self._sequence_images(
             list(state.image_features), list(state.image_spans), hidden, length, needs_output=length - 1

@@ -54,6 +54,7 @@ class TeacherOutputs:
     logits: torch.Tensor  # [B, L, V] next-token logits
     image_features: list  # per sample: list of [n_image_tokens, H] projected features (the vision tokens)
     image_spans: list  # per sample: list of (start, end) sequence positions of each image's tokens
+    features: torch.Tensor | None = None  # [B, L, n * H] the drafter's feature_layers (EAGLE-3), float32; None = `hidden`
 
 
 @dataclass

@@ -384,6 +384,11 @@ class TrainConfig(_Section):
                   'TrainConfig.resume must be "latest" or a checkpoint folder.')
         for name, cls in (("data", DataConfig), ("loss", LossConfig), ("optim", OptimConfig), ("eval", EvalConfig)):
             _need(isinstance(getattr(self, name), cls), f"TrainConfig.{name} must be a {cls.__name__}.")
+        if self.drafter_config.get("feature_layers") is not None:  # EAGLE-3: fused features, no regression
+            _need(self.loss.w_feat == 0 and self.loss.ttt_steps >= 1,
+                  "drafter_config.feature_layers (EAGLE-3 fused features) trains without the feature regression "
+                  "and with training-time test: set loss.w_feat to 0 and loss.ttt_steps >= 1 (EAGLE-3 uses 6); "
+                  f"got w_feat={self.loss.w_feat}, ttt_steps={self.loss.ttt_steps}.")
 
     # ------------------------------------------------------------------ I/O
     @classmethod

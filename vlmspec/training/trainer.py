@@ -2,7 +2,8 @@
 
 Each micro-step: draw the micro-batch (curriculum sampler), run the frozen target on it
 (no grad: last-layer states, logits, projected image features), then the drafter through
-its adapter - step 0 on the target's states plus uniform noise, then `ttt_steps`
+its adapter - step 0 on the target's states plus uniform noise (with EAGLE-3 features:
+the named layers' states fused by the drafter's own fc, trained with it), then `ttt_steps`
 "training-time test" steps on its own predicted states shifted one position - and
     loss = sum_k decay**k * (w_ce * softCE_k + w_feat * SmoothL1_k) + aux losses.
 The unrolled steps run inside ONE module forward (`DraftUnroll`) so DDP / FSDP /
@@ -51,6 +52,7 @@ from .data import (
     self_distill,
     tokenize_samples,
 )
+from ..core.features import select_features
 from .losses import expected_tau, feature_loss, soft_cross_entropy, top1_agreement, uniform_noise
 
 logger = logging.getLogger("vlmspec.training")
@@ -76,7 +78,8 @@ class DraftUnroll(nn.Module):
         target_hidden = teacher.hidden[:, 1:]  # [B, T, H] what each position must predict
         target_logits = self._adapter.teacher_logits(teacher.logits[:, 1:])  # [B, T, V']
         mask = batch.loss_mask[:, 1:]  # [B, T] response positions
-        features = teacher.hidden[:, :-1]  # [B, T, H] h_i
+        states = teacher.hidden if teacher.features is None else teacher.features  # [B, L, F]
+        features = self.drafter.fuse_features(states[:, :-1])  # [B, T, H] h_i (EAGLE-3: fused, trained here)
         if cfg.input_noise > 0:
             features = features + uniform_noise(
                 features.shape, cfg.input_noise, context.generator, features.device, features.dtype
@@ -288,7 +291,9 @@ class Trainer:
             for row, feats in enumerate(per_sample_features)
         ]
         hidden = out.hidden_states[-1].float()  # [B, L, H]
-        return TeacherOutputs(hidden, out.logits, per_sample_features, spans)
+        layers = getattr(self.adapter.drafter, "feature_layers", None)
+        features = None if layers is None else select_features(out.hidden_states, layers).float()  # [B, L, nH]
+        return TeacherOutputs(hidden, out.logits, per_sample_features, spans, features)
 
     # ------------------------------------------------------------------ training
     def _micro_batch(self, optimizer_step: int):
