@@ -154,3 +154,15 @@ def test_photo_answers_are_honest(style):
     for _, text in follow_ups(scene, rng) + sample_dialogue(scene, rng)[1:]:
         assert not any(ch.isdigit() for ch in text), text
     assert "green" in answer(scene, "describe", rng) and "dark" in answer(scene, "describe", rng)
+
+
+_ASPECT = __import__("re").compile(r"\b(wide|tall|landscape|portrait|square picture|square image)\b", __import__("re").I)
+
+
+def test_no_answer_states_the_image_aspect_ratio():
+    """The model sees a square resize, so no training answer may claim a wide or tall picture."""
+    rng = random.Random(11)
+    for scene in SCENES[:80] + VARIED:
+        for style in PROMPT_STYLES:
+            text = answer(scene, style, rng)
+            assert not _ASPECT.search(text), (scene.seed, style, text)

@@ -210,3 +210,29 @@ def test_shipped_acceptance_predictor_fits_the_shipped_drafter(built_home):
     plain = Pipeline(target, NoDrafter()).generate(image, "Describe the image in detail.", max_new_tokens=40)
     assert learned.token_ids == plain.token_ids and learned.lossless
     assert learned.metrics.tau > 1.2  # the predictor lets the trained drafter draft
+
+
+@pytest.mark.slow
+def test_shipped_example_answer_states_no_aspect_ratio(built_home):
+    """examples/scene.png is tall (224x320) but the model sees a square resize: the shipped model's
+    descriptions of it (and of wide / tall test scenes) never claim a wide or tall picture."""
+    import re
+
+    from PIL import Image
+
+    from vlmspec import NoDrafter, Pipeline, Target, TargetConfig
+    from vlmspec.data import generate_scene, split_seed
+
+    _, path = built_home
+    target = Target.load(path, TargetConfig(fast_cpu=False))
+    pipe = Pipeline(target, NoDrafter())
+    example = Image.open(Path(__file__).resolve().parents[1] / "examples" / "scene.png").convert("RGB")
+    assert example.size == (224, 320)
+    scenes = [generate_scene(split_seed("test", i), kind="shapes").image for i in range(40)]
+    odd = [im for im in scenes if max(im.size) >= 1.3 * min(im.size)][:3]
+    assert len(odd) == 3
+    aspect = re.compile(r"\b(wide|tall|landscape|portrait)\b", re.I)
+    for image in [example, *odd]:
+        for prompt in ("Describe the image in detail.", "What do you see in this picture?"):
+            text = pipe.generate(image, prompt, max_new_tokens=48).text
+            assert not aspect.search(text), (image.size, prompt, text)
