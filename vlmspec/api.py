@@ -289,37 +289,11 @@ class Pipeline:
                              self._recorder(), self._generator(sampling, seed))
 
     def autotune(self, pairs: Sequence[tuple], *, max_new_tokens: int = 48) -> str:
-        """Fit the draft length (chain drafters) or dynamic-tree shape (tree drafters) to this machine.
+        """Fit the drafting to this machine (chain length, or chain vs dynamic tree): see
+        `vlmspec.tuning.autotune`. Returns a one-line summary; outputs stay exact."""
+        from .tuning import autotune
 
-        Verify costs per token count are measured once per machine and model (cached under
-        $VLMSPEC_HOME); acceptance and draft cost are observed by generating for `pairs`.
-        Returns a one-line summary of the choice; outputs stay exact whatever is chosen.
-        """
-        from .core.autotune import TreeGrid, choose_chain_length, choose_tree, load_or_measure
-
-        results = [self.generate(image, prompt, max_new_tokens=max_new_tokens) for image, prompt in pairs]
-        steps = sum(r.metrics.target_forwards - 1 for r in results)
-        drafted = sum(r.metrics.mean_draft_length * (r.metrics.target_forwards - 1) for r in results)
-        draft_seconds = sum(r.metrics.draft_seconds for r in results)
-        positions = max((len(r.metrics.acceptance_per_position) for r in results), default=0)
-        acceptance = [
-            sum(r.metrics.acceptance_per_position[i] for r in results if len(r.metrics.acceptance_per_position) > i)
-            / sum(1 for r in results if len(r.metrics.acceptance_per_position) > i)
-            for i in range(positions)
-        ] or [0.0]
-        per_level = draft_seconds / drafted if drafted else 0.0  # a chain token or a tree level
-        grid = TreeGrid()
-        if self.drafter.with_tree(min(grid.total_tokens), min(grid.depth), min(grid.top_k)) is not None:
-            costs = load_or_measure(self.target, (1, 2, 4, 8, 16, 32, max(grid.total_tokens) + 1))
-            choice = choose_tree(costs, per_level, acceptance, grid)
-            self.drafter = self.drafter.with_tree(choice.total_tokens, choice.depth, choice.top_k)
-            self.schedule = ScheduleConfig(kind="fixed", draft_length=choice.depth)
-            return (f"dynamic tree total_tokens={choice.total_tokens} depth={choice.depth} top_k={choice.top_k} "
-                    f"(expected tau {choice.expected_tokens:.2f}, {steps} steps observed)")
-        costs = load_or_measure(self.target, tuple(range(1, self.schedule.max_length + 2)))
-        k = choose_chain_length(costs, per_level, acceptance, max_length=self.schedule.max_length)
-        self.schedule = ScheduleConfig(kind="fixed", draft_length=k)
-        return f"chain draft length {k} (acceptance by position {[round(a, 2) for a in acceptance]}, {steps} steps observed)"
+        return autotune(self, pairs, max_new_tokens=max_new_tokens)
 
     def _decoding_options(self, max_new_tokens, temperature, top_p, top_k, stop) -> tuple[SamplingParams, StopCriteria]:
         if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens <= 0:
