@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("vlmspec.verdict.cli", "add_verdict_parser"),
         ("vlmspec.training.cli", "add_train_parser"),
         ("vlmspec.serving.cli", "add_serve_parser"),
+        ("vlmspec.export.cli", "add_export_parser"),
     ):
         module = __import__(module_name, fromlist=[hook])
         getattr(module, hook)(subparsers)
