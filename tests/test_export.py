@@ -243,6 +243,33 @@ def test_a_trimmed_vocabulary_becomes_sglangs_token_map(saved, tiny_llava_path, 
     assert info["token_map"] == "hot_token_map.pt" and "--speculative-token-map" in info["launch"]
 
 
+def test_full_vocab_widens_a_trimmed_drafter_for_vllm(saved, target, tiny_llava_path, tmp_path):
+    """Opt-in: the same weights drafting over the whole target vocabulary (vLLM takes no token map);
+    hidden states equal the vlmspec drafter's, logits are the full head's, and the export says so."""
+    out = export_drafter(saved["paths"]["trimmed"], tmp_path / "out", engine="vllm", target=tiny_llava_path,
+                         full_vocab=True)
+    tensors, config = read_export(out)
+    assert not (out / "hot_token_map.pt").exists() and "hot_vocab_size" not in config
+    info = json.loads((out / "vlmspec_export.json").read_text())
+    assert info["vocabulary"].startswith("widened") and info["draft_vocab_size"] is None
+    drafter = EagleDrafter.from_pretrained(saved["paths"]["trimmed"], target)
+    embed = target.model.get_input_embeddings().weight.detach()
+    head = target.model.get_output_embeddings().weight.detach()
+    gen = torch.Generator().manual_seed(8)
+    token_ids = torch.randint(0, embed.shape[0], (10,), generator=gen)
+    hidden = torch.randn(10, embed.shape[1], generator=gen)
+    with torch.no_grad():
+        want_hidden, want_logits = drafter.forward_train(token_ids[None], hidden[None])
+        got_hidden, got_logits = engine_eagle_forward(tensors, config, embed, head, token_ids, hidden)
+    torch.testing.assert_close(got_hidden, want_hidden[0], rtol=1e-4, atol=1e-4)
+    assert got_logits.shape[-1] == embed.shape[0] and want_logits.shape[-1] == len(TRIMMED_VOCAB)
+    # on the draft vocabulary's ids the widened logits are the drafter's own
+    torch.testing.assert_close(got_logits[:, torch.tensor(TRIMMED_VOCAB)], want_logits[0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(UnsupportedExport, match="trainable_head"):
+        export_drafter(saved["paths"]["trainable"], tmp_path / "out2", engine="vllm", target=tiny_llava_path,
+                       full_vocab=True)
+
+
 # ------------------------------------------------------------------ refusals
 @pytest.mark.parametrize("name, engine, fmt, words", [
     ("bias", "vllm", "eagle3", "llama_eagle3.py"),

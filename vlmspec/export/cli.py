@@ -25,6 +25,10 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
                         help="the checkpoint folder or name the drafter was trained against (only its config is "
                              "read; default: vlmspec-default)")
     parser.add_argument("--dtype", default=None, choices=DTYPE_NAMES, help="tensor dtype (default: as saved)")
+    parser.add_argument("--full-vocab", action="store_true",
+                        help="a drafter trained with a trimmed vocabulary drafts over the target's whole vocabulary "
+                             "in the engine (vLLM takes no trimmed vocabulary); same weights, its proposals can "
+                             "differ from vlmspec's, outputs stay lossless")
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.add_argument("drafter_dir", metavar="DRAFTER_DIR", help="a saved vlmspec drafter folder")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write (replaced whole if an earlier export)")
@@ -36,7 +40,8 @@ def run_export_command(args) -> int:
     from .engines import EXPORT_INFO_NAME, export_drafter
 
     out = export_drafter(args.drafter_dir, args.out_dir, format=args.format, engine=args.engine,
-                         target=args.target, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+                         target=args.target, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                         full_vocab=args.full_vocab)
     info = json.loads((out / EXPORT_INFO_NAME).read_text())
     print(f"wrote {out} ({args.engine} {args.format} draft checkpoint)")
     print(f"serve it with: {info['launch']}")

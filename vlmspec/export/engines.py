@@ -81,8 +81,9 @@ _EAGLE3_MATH = (
 
 
 # ------------------------------------------------------------------ what can be exported
-def check_exportable(drafter: SavedDrafter, format: str, engine: str) -> None:
-    """Raise UnsupportedExport, naming why and what is supported, unless `drafter` maps exactly."""
+def check_exportable(drafter: SavedDrafter, format: str, engine: str, full_vocab: bool = False) -> None:
+    """Raise UnsupportedExport, naming why and what is supported, unless `drafter` maps exactly
+    (or, with `full_vocab`, maps exactly but for drafting over the target's whole vocabulary)."""
     supported = ("Supported: --format eagle, for a plain `eagle` drafter of a Llama-family target trained with "
                  "feature_layers and input_norm unset (--engine vllm: full vocabulary; --engine sglang: full or "
                  "trimmed vocabulary).")
@@ -109,12 +110,17 @@ def check_exportable(drafter: SavedDrafter, format: str, engine: str) -> None:
         raise UnsupportedExport(f"This drafter's decoder layer is a {drafter.decoder_layer}; vlmspec exports "
                                 f"Llama-family drafters only (the engines' llama_eagle.py). {supported}")
     vocab = drafter.draft_vocab
-    if engine == "vllm" and vocab is not None:
+    if full_vocab and "head_weight" in drafter.tensors:
+        raise UnsupportedExport(
+            "--full-vocab cannot widen a drafter that trained its own copy of its head rows (trainable_head=true): "
+            f"the engines use the target's LM head, which those rows no longer equal. {supported}")
+    if engine == "vllm" and vocab is not None and not full_vocab:
         raise UnsupportedExport(
             f"This drafter drafts over a trimmed vocabulary of {vocab.numel()} tokens; vLLM's EAGLE-1/2 drafter "
             "(llama_eagle.py) always uses the target's full LM head and takes no draft->target map, so it would "
-            "draft differently. Export it with --engine sglang (a hot-token map), or train with the full "
-            f"vocabulary. {supported}")
+            "draft differently. Export it with --engine sglang (a hot-token map), train with the full vocabulary, "
+            "or pass --full-vocab to let it draft over the whole vocabulary (same weights; its proposals can "
+            f"differ from vlmspec's, the engine's verification keeps outputs lossless). {supported}")
     if engine == "sglang" and "head_weight" in drafter.tensors:
         raise UnsupportedExport(
             "This drafter trained its own copy of its head rows (trainable_head=true); SGLang's EAGLE-1/2 drafter "
@@ -186,7 +192,8 @@ def _rope_fields(text_config) -> dict[str, Any]:
             "rope_scaling": getattr(text_config, "rope_scaling", None)}
 
 
-def eagle_config(drafter: SavedDrafter, text_config, engine: str, dtype: torch.dtype) -> dict[str, Any]:
+def eagle_config(drafter: SavedDrafter, text_config, engine: str, dtype: torch.dtype,
+                 full_vocab: bool = False) -> dict[str, Any]:
     """The draft model's config.json: the target's Llama shape with two layers (inert + the drafter's)."""
     c = text_config
     hidden, heads = int(c.hidden_size), int(c.num_attention_heads)
@@ -214,7 +221,7 @@ def eagle_config(drafter: SavedDrafter, text_config, engine: str, dtype: torch.d
         "torch_dtype": dtype_name,
         **_rope_fields(c),
     }
-    vocab = drafter.draft_vocab
+    vocab = None if full_vocab else drafter.draft_vocab
     if engine == "sglang" and vocab is not None:
         config["hot_vocab_size"] = int(vocab.numel())
     return config
@@ -254,18 +261,21 @@ def export_drafter(
     target: Any = None,
     dtype: str | torch.dtype | None = None,
     trust_remote_code: bool = False,
+    full_vocab: bool = False,
 ) -> Path:
     """Write the vlmspec drafter in `drafter_dir` to `out_dir` as an `engine` EAGLE draft checkpoint.
 
     `target`: what the drafter was trained against (a checkpoint folder or name, None = the default
     model, a Target, or a transformers config); only its config is read. `dtype`: the tensors'
-    dtype (default: as saved). Raises UnsupportedExport where no exact mapping exists. The folder
+    dtype (default: as saved). `full_vocab`: a trimmed-vocabulary drafter drafts over the target's
+    whole vocabulary in the engine (same weights, proposals may differ; opt-in, recorded in
+    vlmspec_export.json). Raises UnsupportedExport where no exact mapping exists. The folder
     appears whole or not at all (an earlier export there is replaced).
     """
     format, engine = _choice(format, FORMATS, "format"), _choice(engine, ENGINES, "engine")
     out = Path(out_dir)
     drafter = read_drafter(drafter_dir)
-    check_exportable(drafter, format, engine)
+    check_exportable(drafter, format, engine, full_vocab)
     _check_out_dir(out, drafter.path)
     text_config, model_type = target_text_config(target, trust_remote_code)
     check_target(drafter, text_config, model_type)
@@ -276,8 +286,8 @@ def export_drafter(
         dtype = DTYPES[dtype]
     dtype = dtype or drafter.dtype
     tensors = eagle_tensors(drafter, engine, dtype)
-    config = eagle_config(drafter, text_config, engine, dtype)
-    vocab = drafter.draft_vocab
+    config = eagle_config(drafter, text_config, engine, dtype, full_vocab)
+    vocab = None if full_vocab else drafter.draft_vocab
     trimmed = engine == "sglang" and vocab is not None
     bias_note = " plus o_proj.bias = the vlmspec fc bias" if f"layers.{INERT}.self_attn.o_proj.bias" in tensors \
         and engine == "vllm" else ""
@@ -291,6 +301,10 @@ def export_drafter(
         "layers": {str(INERT): "inert: adds exactly 0 to the residual" + bias_note,
                    str(REAL): "the vlmspec drafter's decoder layer"},
         "draft_vocab_size": None if vocab is None else int(vocab.numel()),
+        "vocabulary": ("widened (--full-vocab): the vlmspec drafter drafted over "
+                       f"{drafter.draft_vocab.numel()} ids, this export drafts over the target's whole vocabulary; "
+                       "proposals can differ, outputs stay lossless (the engine verifies)")
+                      if full_vocab and drafter.draft_vocab is not None else "as trained",
         "token_map": TOKEN_MAP_NAME if trimmed else None,
         "launch": launch_hint(engine, out.resolve(), target_name, trimmed),
     }
