@@ -67,7 +67,8 @@ class TokenizedSample:
 
     id: str
     prompt_text: str  # the chat-formatted prompt the processor saw
-    images: list  # PIL images, in order
+    images: list  # in order: file paths / encoded bytes (decoded again per batch, so a large set's decoded
+    #               images need not fit in memory) or PIL images (as given); `collate` loads them
     input_ids: list[int]  # [L] prompt + response
     response_start: int  # index of the first response token in input_ids
 
@@ -347,10 +348,11 @@ def tokenize_samples(
                 raise _Bad(sample.problem)
             if not sample.prompt.strip():
                 raise _Bad("empty prompt")
-            images = []
+            images, kept = [], []
             for item in sample.images:
                 try:
                     images.append(load_image(item))
+                    kept.append(item if isinstance(item, (str, os.PathLike, bytes)) else images[-1])
                 except ImageError as exc:
                     raise _Bad(f"image {item if isinstance(item, str) else '(in memory)'} unusable: {exc}") from None
             if sample.response_ids is not None:
@@ -382,7 +384,7 @@ def tokenize_samples(
                 policy = "raise" if config.on_overlong == "raise" else "skip"
                 _handle(report, sample.id, reason, policy)
                 continue
-        out.append(TokenizedSample(sample.id, prompt_text, images, prompt_ids + response_ids, len(prompt_ids)))
+        out.append(TokenizedSample(sample.id, prompt_text, kept, prompt_ids + response_ids, len(prompt_ids)))
     return out
 
 
@@ -502,7 +504,10 @@ def collate(samples: Sequence[TokenizedSample], target) -> TrainBatch:
         attention_mask[row, :n] = 1
         loss_mask[row, sample.response_start - 1 : n - 1] = True
         if sample.images:
-            encoded = target.processor(images=sample.images, text=sample.prompt_text, return_tensors="pt")
+            from ..images import load_image
+
+            images = [load_image(item) for item in sample.images]  # a path is read and decoded again here
+            encoded = target.processor(images=images, text=sample.prompt_text, return_tensors="pt")
             prompt_ids = encoded["input_ids"][0].tolist()
             if prompt_ids != sample.input_ids[: sample.response_start]:
                 raise RuntimeError(f"The processor tokenized sample {sample.id} differently on a second call.")

@@ -72,6 +72,11 @@ class DraftUnroll(nn.Module):
         self._adapter = adapter
         self.loss_config = config.loss
         self.touch_all_parameters = False  # set when DDP wraps it (see forward)
+        # Several processes: sum of a tensor over all of them (set by the Trainer). The CE / feature
+        # means are then taken over the response positions of the whole global micro-batch, as one
+        # process with the same global batch takes them (not a mean of per-process means).
+        self.sum_over_processes = None
+        self.num_processes = 1
 
     def forward(self, batch, teacher: TeacherOutputs, context: StepContext) -> dict:
         cfg = self.loss_config
@@ -93,6 +98,11 @@ class DraftUnroll(nn.Module):
             step_mask = mask if out.get("loss_mask") is None else mask & out["loss_mask"].bool()  # [B, T]
             ce = soft_cross_entropy(draft_logits, target_logits, step_mask, cfg.ce_temperature)
             feat = feature_loss(draft_hidden, target_hidden, step_mask, cfg.smooth_l1_beta)
+            if self.sum_over_processes is not None:  # local mean -> this process's share of the global mean
+                local = step_mask.sum().to(torch.float32)
+                total_positions = self.sum_over_processes(local.detach()).clamp_min(1.0)
+                share = local * self.num_processes / total_positions  # DDP averages: sum_r share_r / W = 1
+                ce, feat = ce * share, feat * share
             weight = cfg.ttt_decay**k
             step_loss = cfg.w_ce * ce + cfg.w_feat * feat
             for key, value in out.items():
@@ -154,6 +164,14 @@ class Trainer:
             mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum
         )
         acc = self.accelerator
+        launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        if launched > 1 and acc.num_processes == 1:  # every process would train alone, into one output_dir
+            raise InputError(
+                f"Launched as {launched} processes (WORLD_SIZE) but accelerate set up a single-process run; "
+                "without a GPU every process would train alone. On CPU set ACCELERATE_USE_CPU=1 (DDP over gloo): "
+                "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N ... (note: `accelerate "
+                "launch --cpu --num_processes N` starts ONE process unless given an mpirun hostfile)."
+            )
         if acc.gradient_accumulation_steps != cfg.grad_accum:
             raise InputError(
                 f"The Accelerator accumulates {acc.gradient_accumulation_steps} steps but the config says grad_accum="
@@ -192,7 +210,11 @@ class Trainer:
         optimizer = torch.optim.AdamW(
             params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
         )
-        self.unroll, self.optimizer = acc.prepare(DraftUnroll(self.adapter, cfg), optimizer)
+        unroll = DraftUnroll(self.adapter, cfg)
+        if acc.num_processes > 1:
+            unroll.num_processes = acc.num_processes
+            unroll.sum_over_processes = lambda t: acc.reduce(t.to(acc.device), reduction="sum")
+        self.unroll, self.optimizer = acc.prepare(unroll, optimizer)
         if isinstance(self.unroll, nn.parallel.DistributedDataParallel):
             self.unroll.module.touch_all_parameters = True
         self.step = 0
@@ -319,6 +341,7 @@ class Trainer:
             progress = tqdm(total=cfg.max_steps, initial=self.step, desc=f"train {cfg.drafter}", unit="step")
         last_eval = None
         while self.step < cfg.max_steps:
+            _fault_point("step", self.step + 1, acc.process_index)
             record = self._optimizer_step()
             self.step += 1
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
@@ -471,9 +494,11 @@ class Trainer:
                 shutil.rmtree(staging)
         acc.wait_for_everyone()
         acc.save_state(str(staging / "state"), safe_serialization=True)
+        _fault_point("checkpoint", self.step, acc.process_index)  # the staging folder is half written here
         self._export_drafter(staging / "drafter")
         if acc.is_main_process:
-            state = {"step": self.step, "sampler": self.sampler.state_dict(), "config": self.config.to_dict()}
+            state = {"step": self.step, "sampler": self.sampler.state_dict(), "config": self.config.to_dict(),
+                     "num_processes": acc.num_processes}
             (staging / STATE_NAME).write_text(json.dumps(state, indent=2) + "\n")
             atomic_replace_dir(staging, final)  # same step saved before: replaced, `latest` never dangles long
             atomic_write_text(root / LATEST_NAME, final.name + "\n")
@@ -488,6 +513,8 @@ class Trainer:
         for old in done[: max(0, len(done) - self.config.keep_checkpoints)]:
             if old.name != keep:
                 shutil.rmtree(old, ignore_errors=True)
+        for stale in root.glob(".step-*.tmp"):  # staging folders of a run killed mid-checkpoint
+            shutil.rmtree(stale, ignore_errors=True)
 
     def _resume(self) -> None:
         cfg, acc = self.config, self.accelerator
@@ -510,8 +537,15 @@ class Trainer:
             )
         state = json.loads(state_path.read_text())
         saved, current = state.get("config", {}), json.loads(cfg.to_json())
-        changed = [k for k in ("drafter", "drafter_config", "batch_size", "grad_accum", "seed", "data", "loss", "optim")
+        changed = [k for k in ("drafter", "drafter_config", "grad_accum", "seed", "data", "loss", "optim")
                    if k in saved and saved[k] != current[k]]
+        if "num_processes" in state and "batch_size" in saved:  # the same global batch repeats the run
+            before, now = saved["batch_size"] * state["num_processes"], cfg.batch_size * acc.num_processes
+            if before != now:
+                changed.append(f"global batch (batch_size x processes: {saved['batch_size']} x "
+                               f"{state['num_processes']} -> {cfg.batch_size} x {acc.num_processes})")
+        elif saved.get("batch_size", cfg.batch_size) != cfg.batch_size:
+            changed.append("batch_size")
         if changed:
             logger.warning("resuming from %s with changed %s: the run will not repeat the interrupted one exactly",
                            folder, ", ".join(changed))
@@ -526,6 +560,19 @@ class Trainer:
 
 
 # ------------------------------------------------------------------ helpers
+def _fault_point(where: str, step: int, rank: int) -> None:
+    """Test-only crash injection: VLMSPEC_FAULT_STEP=N (VLMSPEC_FAULT_RANK, default 0;
+    VLMSPEC_FAULT_AT "step" (default: before optimizer step N) or "checkpoint" (while checkpoint
+    N is being written)) ends that process at once with exit status 17, like a kill: no cleanup."""
+    wanted = os.environ.get("VLMSPEC_FAULT_STEP")
+    if not wanted:
+        return
+    if (os.environ.get("VLMSPEC_FAULT_AT", "step") == where and int(wanted) == step
+            and int(os.environ.get("VLMSPEC_FAULT_RANK", "0")) == rank):
+        logger.error("VLMSPEC_FAULT_STEP: injected crash of process %d at %s %d", rank, where, step)
+        os._exit(17)
+
+
 def _load_target(config: TrainConfig, device):
     from ..api import _load_target as load_target
     from ..target import TargetConfig
