@@ -87,8 +87,12 @@ def training_summary(run_dir: Path) -> dict:
 
 
 def _method_row(summary: dict | None, spec_prefix: str) -> dict | None:
+    """The row of the shipped copy of `spec_prefix` (else the first method of that kind)."""
     if summary is None:
         return None
+    shipped = f"{spec_prefix}:{SHIPPED.relative_to(ROOT).as_posix()}/{spec_prefix}"
+    if shipped in summary["methods"]:
+        return summary["methods"][shipped]
     for name, entry in summary["methods"].items():
         if name.split(":")[0] == spec_prefix:
             return entry
@@ -101,11 +105,30 @@ def _fmt(row: dict | None, key: str, spec: str) -> str:
     return format(row[key], spec)
 
 
+def _data_text(data: dict) -> str:
+    sources = f"`{json.dumps(data['sources'])}`"
+    if data.get("self_distill", {}).get("enabled"):
+        sd = data["self_distill"]
+        how = "greedy" if sd.get("temperature", 0) == 0 else f"sampled at T={sd['temperature']}"
+        return (f"{sources}: the target's own {how} answers (self-distilled once, cached under the run folder, "
+                f"up to {sd.get('max_new_tokens')} tokens) to a wide prompt mix (describe / open questions / "
+                "short answers / chat / photos, `vlmspec.data.prompt_mix`); the target computes its logits and "
+                "features on the fly at every training step, nothing else cached")
+    return (f"{sources} (the built-in synthetic scenes' long descriptions; the target computes its logits and "
+            "features on the fly at every step, nothing cached on disk)")
+
+
+def _row(label: str, row: dict | None) -> str:
+    lossless = "n/a" if row is None or row.get("lossless") is None else f"{row['lossless'] * 100:.0f}% token-identical"
+    return f"| {label} | {_fmt(row, 'tau', '.2f')} | {_fmt(row, 'speedup_total', '.2f')}x | {lossless} |"
+
+
 def card(kind: str, config_path: Path, config: dict, train: dict, size: int, vocab_size: int,
-         greedy: dict | None, sampled: dict | None) -> str:
+         greedy: dict | None, sampled: dict | None, heldout: dict | None = None, indist: dict | None = None,
+         shape: dict | None = None) -> str:
+    shape = shape or {"tree": "chain", "depth": 3}
     g, s = _method_row(greedy, kind), _method_row(sampled, kind)
     data = config["data"]
-    lossless = "n/a" if g is None or g.get("lossless") is None else f"{g['lossless'] * 100:.0f}%"
     lines = [
         f"# {kind}-default: {TITLES[kind]} for the vlmspec default model",
         "",
@@ -127,30 +150,33 @@ def card(kind: str, config_path: Path, config: dict, train: dict, size: int, voc
         f"- config: [`{config_path.relative_to(ROOT)}`](../../{config_path.relative_to(ROOT)}); command:",
         f"  `python -m vlmspec.training --config {config_path.relative_to(ROOT)}` then",
         "  `python train/drafters/export_default.py ...` (this card).",
-        f"- drafter config in training: `{json.dumps(config.get('drafter_config'))}`; the shipped copy drafts a",
-        "  chain of 3 (`tree: chain, depth: 3`), the fastest shape measured on this CPU (a dynamic tree of",
-        "  32 nodes accepted more per step but cost more than it saved); override with `?tree=...`",
+        f"- drafter config in training: `{json.dumps(config.get('drafter_config'))}`; the shipped copy drafts",
+        f"  `{json.dumps(shape)}`, the faster shape on this CPU in the held-out run (chain against a dynamic",
+        "  tree, eval/results/drafters-v2-prompt-mix.md; `Pipeline.autotune` re-decides per machine); override",
+        "  with `?tree=...`",
         f"- loss: `{json.dumps(config['loss'])}`",
         f"- optimiser: `{json.dumps(config['optim'])}`, batch {config['batch_size']}, "
         f"{train['steps']} steps, {train['minutes']} min of training steps",
-        f"- data: `{json.dumps(data['sources'])}`"
-        + (f", curriculum `{json.dumps(data['curriculum'])}`" if "curriculum" in data else "")
-        + " (the built-in synthetic scenes' long descriptions; the target computes its logits and features",
-        "  on the fly at every step, nothing cached on disk)",
-        f"- at the end of training: `{json.dumps(train['last'])}`, held-out eval tau {train['eval_tau']}",
+        f"- data: {_data_text(data)}" + (f", curriculum `{json.dumps(data['curriculum'])}`" if "curriculum" in data else ""),
+        f"- at the end of training: `{json.dumps(train['last'])}`, eval tau on 4 training-distribution prompts "
+        f"{train['eval_tau']}",
         "",
-        "## Measured (eval harness, default model, synthetic-long test scenes, one run)",
+        "## Measured (eval harness, default model, one process per table, 2 CPU threads)",
         "",
-        "| decoding | tau | speedup vs plain `model.generate` | lossless |",
+        "| set, decoding | tau | speedup vs plain `model.generate` | lossless |",
         "|---|---|---|---|",
-        f"| greedy | {_fmt(g, 'tau', '.2f')} | {_fmt(g, 'speedup_total', '.2f')}x | {lossless} of samples token-identical |",
-        f"| T = 1 | {_fmt(s, 'tau', '.2f')} | {_fmt(s, 'speedup_total', '.2f')}x | same distribution (exact rejection sampling) |",
+        _row("prompt-mix **held out** (test scenes, held-out wordings, instructions, photos), greedy",
+             _method_row(heldout, kind)),
+        _row("prompt-mix in distribution (fresh rows of the training mix), greedy", _method_row(indist, kind)),
+        _row("synthetic-long test scenes, greedy", g),
+        f"| synthetic-long test scenes, T = 1 | {_fmt(s, 'tau', '.2f')} | {_fmt(s, 'speedup_total', '.2f')}x | "
+        "same distribution (exact rejection sampling) |",
         "",
         "tau = new tokens / target forwards (prefill counted, bonus token included). The whole table",
         "with every method is in [eval/RESULTS.md](../../eval/RESULTS.md).",
         "",
-        "Limitations: trained for minutes on CPU on templated synthetic text; it knows nothing",
-        "outside the default model's synthetic world and is useless for any other target.",
+        "Per prompt style: eval/results/drafters-v2-prompt-mix.md. Limitations: trained for minutes on CPU",
+        "on the default model's own answers about synthetic scenes; useless for any other target.",
         "",
     ]
     return "\n".join(lines)
@@ -162,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default=str(ROOT / "runs" / "drafters"))
     parser.add_argument("--greedy", help="summary.json of the greedy results-table run")
     parser.add_argument("--sampled", help="summary.json of the T=1 results-table run")
+    parser.add_argument("--heldout", help="summary.json of the held-out prompt-mix run (picks 'auto' when given)")
+    parser.add_argument("--indist", help="summary.json of the in-distribution prompt-mix run")
     parser.add_argument("--tree", default="chain", help="drafting shape the shipped copies use (measured best here)")
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--top-k", type=int, default=None)
@@ -169,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     greedy = json.loads(Path(args.greedy).read_text()) if args.greedy else None
     sampled = json.loads(Path(args.sampled).read_text()) if args.sampled else None
+    heldout = json.loads(Path(args.heldout).read_text()) if args.heldout else None
+    indist = json.loads(Path(args.indist).read_text()) if args.indist else None
     for kind in args.kinds:
         run_dir = Path(args.runs) / kind
         config_path = ROOT / "train" / "drafters" / "cpu" / f"{kind}.json"
@@ -177,16 +207,18 @@ def main(argv: list[str] | None = None) -> int:
         shape.update({k: v for k, v in (("top_k", args.top_k), ("total_tokens", args.total_tokens)) if v is not None})
         size = copy_drafter(run_dir / "drafter", SHIPPED / kind, shape)
         vocab_size = json.loads((run_dir / "drafter" / "config.json").read_text())["draft_vocab_size"]
-        text = card(kind, config_path, config, training_summary(run_dir), size, vocab_size, greedy, sampled)
+        text = card(kind, config_path, config, training_summary(run_dir), size, vocab_size, greedy, sampled,
+                    heldout, indist, shape)
         atomic_write_text(ROOT / "adapters" / f"{kind}-default" / "README.md", text, mode=0o644)
         print(f"{kind}: {size / 2**20:.1f} MB -> {SHIPPED / kind}")
-    if greedy is not None:
-        speed = {k: (_method_row(greedy, k) or {}).get("speedup_total") for k in (*KINDS, "prompt-lookup")}
+    chooser, where = (heldout, "held-out prompt-mix run") if heldout is not None else (greedy, "results table")
+    if chooser is not None:
+        speed = {k: (_method_row(chooser, k) or {}).get("speedup_total") for k in (*KINDS, "prompt-lookup")}
         trained = {k: v for k, v in speed.items() if k in KINDS and v is not None and (SHIPPED / k).is_dir()}
         best = max(trained, key=trained.get) if trained else None
         if best is not None and trained[best] <= (speed.get("prompt-lookup") or 0.0):
             best = None
-        why = (f"highest greedy speedup in the results table ({trained[best]:.2f}x)" if best
+        why = (f"highest greedy speedup in the {where} ({trained[best]:.2f}x)" if best
                else "no trained drafter beat prompt lookup")
         atomic_write_text(SHIPPED / "best.json", json.dumps({"drafter": best, "why": why, "speedups": speed}, indent=2) + "\n",
                           mode=0o644)
