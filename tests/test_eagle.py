@@ -37,14 +37,6 @@ STATIC_TREES = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def targets(tiny_llava_path, tiny_llava_next_path, tmp_path_factory):
     one_layer = save_tiny_llava(tmp_path_factory.mktemp("tiny_llava_1layer"), TinyLlavaConfig(num_layers=1), seed=3)

@@ -22,7 +22,7 @@ from vlmspec.drafters.specvlm import SpecVLMConfig, SpecVLMDrafter
 from vlmspec.drafters.vispec import ViSpecConfig, ViSpecDrafter
 
 from conftest import random_image
-from test_eagle import _verify_step, reference_tokens
+from test_eagle import reference_tokens
 
 KINDS = {
     "eagle": (EagleDrafter, EagleConfig),
@@ -32,14 +32,6 @@ KINDS = {
 }
 LAYERS = (0, 1, 2)  # the tiny targets have 2 layers: embeddings, layer 0's output, the last (normed)
 PROMPTS = ["Describe this.", "What is in the picture? Answer in detail.", "abc abc abc", "Count the shapes."]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

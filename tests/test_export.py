@@ -43,14 +43,6 @@ from vlmspec.export import UnsupportedExport, export_drafter
 TRIMMED_VOCAB = [5, 17, 3, 60, 42, 9, 88, 1]  # frequency order, not sorted: the map must keep it
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @torch.no_grad()
 def randomize(drafter: EagleDrafter, seed: int) -> EagleDrafter:
     """Trained-looking weights: fc mixes embedding and hidden, norms are not 1, the fc bias is not 0."""

@@ -51,7 +51,7 @@ def autotune(pipe, pairs: Sequence[tuple], *, max_new_tokens: int = 48) -> str:
     choice = choose_tree(costs, per_level, acceptance, grid)
     tree = (pipe.drafter.with_tree(choice.total_tokens, choice.depth, choice.top_k),
             ScheduleConfig(kind="fixed", draft_length=choice.depth))
-    chain_drafter = pipe.drafter.chain_drafter(max(k, 1)) if k > 0 else None
+    chain_drafter = pipe.drafter.chain_drafter(k) if k > 0 else None
     chain = ((chain_drafter or pipe.drafter), ScheduleConfig(kind="fixed", draft_length=k))
     speed = {name: measure_speed(pipe, *shape, pairs, max_new_tokens) for name, shape in
              (("chain", chain), ("tree", tree))}

@@ -124,7 +124,7 @@ def _row(label: str, row: dict | None) -> str:
 
 
 def card(kind: str, config_path: Path, config: dict, train: dict, size: int, vocab_size: int,
-         greedy: dict | None, sampled: dict | None, heldout: dict | None = None, indist: dict | None = None,
+         sampled: dict | None, heldout: dict | None = None, indist: dict | None = None,
          shape: dict | None = None) -> str:
     shape = shape or {"tree": "chain", "depth": 3}
     s = _method_row(sampled, kind)
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         shape.update({k: v for k, v in (("top_k", args.top_k), ("total_tokens", args.total_tokens)) if v is not None})
         size = copy_drafter(run_dir / "drafter", SHIPPED / kind, shape)
         vocab_size = json.loads((run_dir / "drafter" / "config.json").read_text())["draft_vocab_size"]
-        text = card(kind, config_path, config, training_summary(run_dir), size, vocab_size, greedy, sampled,
+        text = card(kind, config_path, config, training_summary(run_dir), size, vocab_size, sampled,
                     heldout, indist, shape)
         atomic_write_text(ROOT / "adapters" / f"{kind}-default" / "README.md", text, mode=0o644)
         print(f"{kind}: {size / 2**20:.1f} MB -> {SHIPPED / kind}")
