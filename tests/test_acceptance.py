@@ -61,6 +61,16 @@ def test_approximate_gate_trusts_approved_tokens_up_to_the_first_flag():
     assert not never.keep_drafting(torch.zeros(4)) and never.trusted_prefix(1) == 0
 
 
+def test_approximate_gate_drafts_the_verify_tail_after_the_flag_and_trusts_none_of_it():
+    scores = iter([0.9, 0.3, 0.9, 0.9, 0.9])  # approved, flagged, then tail tokens the predictor likes
+    gate = AcceptanceGate(lambda f: next(scores), GateConfig(mode="approximate", threshold=0.5, verify_tail=2))
+    assert [gate.keep_drafting(torch.zeros(4)) for _ in range(4)] == [True, True, True, False]
+    assert gate.trusted_prefix(4) == 1  # only the token before the flag
+    gate.start()  # a new draft starts with no tail pending
+    scores = iter([0.2])
+    assert gate.keep_drafting(torch.zeros(4)) is True and gate.trusted_prefix(1) == 0
+
+
 def test_gate_config_is_checked():
     with pytest.raises(InputError, match="mode"):
         GateConfig(mode="sometimes")
@@ -68,6 +78,21 @@ def test_gate_config_is_checked():
         GateConfig(threshold=1.5)
     with pytest.raises(InputError, match="max_length"):
         GateConfig(max_length=0)
+    with pytest.raises(InputError, match="verify_tail"):
+        GateConfig(mode="approximate", verify_tail=-1)
+
+
+def test_shipped_acceptance_recipe_loads_and_trains_on_rows_no_drafter_saw():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    data = json.loads((root / "train" / "acceptance" / "default.json").read_text())
+    config = AcceptanceTrainConfig.from_dict(data)  # "_comment" is a note, not a field
+    recipes = [json.loads(p.read_text()) for p in (root / "train" / "drafters" / "cpu").glob("*.json")]
+    drafter_seeds = {s["seed"] for r in recipes for s in r["data"]["sources"]}
+    assert config.seed not in drafter_seeds  # the predictor's labels come from prompts its drafter never saw
+    with pytest.raises(InputError, match="unknown acceptance-training fields"):
+        AcceptanceTrainConfig.from_dict({**data, "epoch": 3})
 
 
 def test_cost_derived_threshold_is_the_break_even_point():
@@ -222,6 +247,25 @@ def test_approximate_at_threshold_one_equals_lossless(target, drafters):
         assert result.token_ids == expected
         assert result.metrics.unchecked_tokens == 0
         assert not result.lossless  # the mode is still labelled: it is not a lossless mode
+
+
+def test_approximate_at_threshold_one_drafts_and_outputs_the_lossless_chain(target, drafters):
+    """The default tail is the drafter's chain length - 1: trusting nothing gives its lossless chain."""
+    k = 3
+    drafter = EagleDrafter.from_target(target, EagleConfig(tree="chain", depth=k), seed=3)  # its own depth cap
+    chain, gate = setup_gate(target, drafter, learned=False, verification="approximate", threshold=1.0,
+                             predictor=random_predictor(drafter, 5))
+    assert gate.config.verify_tail == k - 1
+    image, prompt = random_image(260), PROMPTS[1]
+    approx = Pipeline(target, chain, gate=gate).generate(image, prompt, max_new_tokens=30)
+    lossless = Pipeline(target, drafter).generate(image, prompt, max_new_tokens=30)  # a chain of its cap, k
+    assert approx.token_ids == lossless.token_ids
+    assert approx.metrics.target_forwards == lossless.metrics.target_forwards  # the same drafts, step by step
+    assert approx.metrics.unchecked_tokens == 0
+    sprinter, gate = setup_gate(target, drafter, learned=False, verification="approximate", threshold=1.0,
+                                predictor=random_predictor(drafter, 5), verify_tail=0)
+    assert gate.config.verify_tail == 0
+    assert Pipeline(target, sprinter, gate=gate).generate(image, prompt, max_new_tokens=30).token_ids == lossless.token_ids
 
 
 def test_approximate_output_is_labelled_everywhere(target, drafters):

@@ -355,13 +355,13 @@ def test_vision_adapter_contract(tiny_llava_path, data_dir, tmp_path, monkeypatc
 
 
 def test_recipes_validate():
-    """Every JSON config in train/drafters/ loads, and its drafter_config builds the kind's config class."""
+    """Every JSON config under train/drafters/ loads, and its drafter_config builds the kind's config class."""
     from pathlib import Path
 
     from vlmspec.drafters import EagleConfig, MSDConfig, SpecVLMConfig, ViSpecConfig
 
     classes = {"eagle": EagleConfig, "vispec": ViSpecConfig, "msd": MSDConfig, "specvlm": SpecVLMConfig}
-    recipes = sorted((Path(__file__).resolve().parents[1] / "train" / "drafters").glob("*.json"))
+    recipes = sorted((Path(__file__).resolve().parents[1] / "train" / "drafters").rglob("*.json"))  # cpu/, v2/, ... too
     kinds = set()
     for path in recipes:
         config = TrainConfig.from_json(path, ["target=t"] if "smoke" in path.name else [])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.acceptance import AcceptanceGate, GateConfig
-from .core.schedule import GatedLength
+from .core.schedule import DEFAULT_DRAFT_LENGTH, GatedLength
 from .drafters.acceptance import AcceptancePredictor
 from .drafters.registry import drafter_name
 from .errors import InputError
@@ -48,14 +48,24 @@ def check_verification(verification: str) -> str:
 
 def setup_gate(target, drafter, *, learned: bool, verification: str = "exact", threshold: float | None = None,
                predictor: "str | os.PathLike | AcceptancePredictor | None" = None,
-               max_length: int | None = None, measure_costs: bool = True):
-    """(chain drafter, GateSetup) for the learned stop rule or approximate verification."""
+               max_length: int | None = None, measure_costs: bool = True, verify_tail: int | None = None):
+    """(chain drafter, GateSetup) for the learned stop rule or approximate verification.
+
+    ``verify_tail`` (approximate only): tokens drafted after the flagged one and checked with
+    it; None = the length a Pipeline drafts it at by default (its depth cap, else 5) minus one, so
+    that at threshold 1.0 approximate mode drafts and outputs exactly what the drafter's
+    lossless chain does, and every trusted token comes on top of it."""
     check_verification(verification)
     if learned and verification == "approximate":
         raise InputError("draft_length='learned' and verification='approximate' are two uses of the same "
                          "predictor; pick one (approximate already stops drafting at the first flagged token).")
     mode = "approximate" if verification == "approximate" else "stop"
-    config = GateConfig(mode=mode, threshold=threshold, **({} if max_length is None else {"max_length": max_length}))
+    extra = {} if max_length is None else {"max_length": max_length}
+    if mode == "approximate":
+        if verify_tail is None:  # the length a Pipeline drafts this drafter at by default
+            verify_tail = max(int(drafter.max_depth or DEFAULT_DRAFT_LENGTH) - 1, 0)
+        extra["verify_tail"] = verify_tail
+    config = GateConfig(mode=mode, threshold=threshold, **extra)
     chain = drafter.chain_drafter(config.max_length)
     if chain is None or chain.acceptance_features_size is None:
         raise InputError(

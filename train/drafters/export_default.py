@@ -1,7 +1,7 @@
 """Ship the drafters trained for the default model: package data, cards, and the "auto" choice.
 
-For each kind trained with `train/drafters/cpu/<kind>.json` this copies
-`runs/drafters/<kind>/drafter/` (weights as fp16: the drafter only proposes, so its precision
+For each kind trained with `train/drafters/cpu/<kind>.json` this copies the run's
+`<output_dir>/drafter/` (weights as fp16: the drafter only proposes, so its precision
 never changes an output) into `vlmspec/models/default_weights/drafters/<kind>/`, writes the card
 `adapters/<kind>-default/README.md` from the training log and the results-table runs, and
 writes `drafters/best.json` naming the drafter with the highest greedy speedup, if one beats
@@ -185,7 +185,8 @@ def card(kind: str, config_path: Path, config: dict, train: dict, size: int, voc
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
-    parser.add_argument("--runs", default=str(ROOT / "runs" / "drafters"))
+    parser.add_argument("--runs", default=None,
+                        help="folder holding <kind>/drafter (default: each recipe's output_dir)")
     parser.add_argument("--greedy", help="summary.json of the greedy results-table run")
     parser.add_argument("--sampled", help="summary.json of the T=1 results-table run")
     parser.add_argument("--heldout", help="summary.json of the held-out prompt-mix run (picks 'auto' when given)")
@@ -200,9 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     heldout = json.loads(Path(args.heldout).read_text()) if args.heldout else None
     indist = json.loads(Path(args.indist).read_text()) if args.indist else None
     for kind in args.kinds:
-        run_dir = Path(args.runs) / kind
         config_path = ROOT / "train" / "drafters" / "cpu" / f"{kind}.json"
         config = json.loads(config_path.read_text())
+        run_dir = Path(args.runs) / kind if args.runs else ROOT / config["output_dir"]
         shape = {"tree": args.tree, "depth": args.depth}
         shape.update({k: v for k, v in (("top_k", args.top_k), ("total_tokens", args.total_tokens)) if v is not None})
         size = copy_drafter(run_dir / "drafter", SHIPPED / kind, shape)

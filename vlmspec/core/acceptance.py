@@ -16,8 +16,12 @@ token | the tokens before it were accepted).
 - ``mode="approximate"`` (SPRINTER, Zhong et al. 2025, **not lossless**): tokens the
   predictor calls acceptable (a >= threshold) are committed without a target check;
   drafting stops at the first token it flags (or at the run cap), and the target checks
-  only that one with the usual ratio test (`verify_draft(..., trusted=n)`). At threshold
-  1.0 no token is ever trusted and the output is exactly the lossless one.
+  only that one with the usual ratio test (`verify_draft(..., trusted=n)`). With
+  ``verify_tail=m`` the drafter drafts m more tokens after the flagged one, and the target
+  checks them with it as a lossless chain (where verifying a few tokens costs what
+  verifying one does, as on CPU with the fast path, the tail is nearly free; m = 0 is
+  SPRINTER's rule). At threshold 1.0 no token is ever trusted and the output is exactly the
+  lossless one (with m = k - 1, the lossless chain of k itself).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class GateConfig:
     max_length: int = 8  # longest run drafted (SPRINTER caps at 20; a CPU verify of 20 tokens costs more)
     min_threshold: float = 0.05  # the cost-derived threshold is kept inside [min, max]
     max_threshold: float = 0.95
+    verify_tail: int = 0  # approximate: tokens drafted after the flagged one, checked with it (0 = SPRINTER)
 
     def __post_init__(self) -> None:
         from ..errors import InputError
@@ -66,6 +71,8 @@ class GateConfig:
             raise InputError(f"the acceptance threshold must lie in [0, 1], got {self.threshold!r}.")
         if not (isinstance(self.max_length, int) and self.max_length >= 1):
             raise InputError(f"GateConfig.max_length must be an integer >= 1, got {self.max_length!r}.")
+        if not (isinstance(self.verify_tail, int) and self.verify_tail >= 0):
+            raise InputError(f"GateConfig.verify_tail must be an integer >= 0, got {self.verify_tail!r}.")
         if not (0.0 <= self.min_threshold <= self.max_threshold <= 1.0):
             raise InputError("GateConfig needs 0 <= min_threshold <= max_threshold <= 1.")
 
@@ -93,6 +100,7 @@ class AcceptanceGate:
         self.survival = 1.0
         self.trusted = 0  # leading tokens approved (approximate mode)
         self._flagged = False
+        self._tail_left = 0  # tokens still to draft after the flag (checked by the target)
 
     def keep_drafting(self, features: torch.Tensor) -> bool:
         score = float(self.predict(features))
@@ -100,13 +108,15 @@ class AcceptanceGate:
         if self.config.mode == "stop":
             self.survival *= score
             return self.survival >= self.threshold
-        if self._flagged:  # a drafter that ignored the last answer: nothing after a flag is trusted
-            return False
+        if self._flagged:  # a tail token (or a drafter that ignored the last answer): never trusted
+            self._tail_left -= 1
+            return self._tail_left > 0
         if score >= self.threshold and self.threshold < 1.0:
             self.trusted += 1
             return True
         self._flagged = True
-        return False
+        self._tail_left = self.config.verify_tail
+        return self._tail_left > 0
 
     def trusted_prefix(self, drafted: int) -> int:
         """Leading tokens of this draft committed without a target check (0 in stop mode)."""

@@ -87,6 +87,7 @@ class AcceptanceTrainConfig:
                 data[key.strip()] = json.loads(value)
             except ValueError:
                 data[key.strip()] = value
+        data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_comment" and the like: notes
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
