@@ -52,6 +52,41 @@ def test_stop_gate_stops_after_the_token_whose_survival_drops_below_the_threshol
     assert gate.trusted_prefix(3) == 0  # stop mode never trusts a token
 
 
+def test_stop_gate_with_a_next_token_output_stops_before_an_unlikely_next_token():
+    # (a_i, n_i): the survival after the token, times the predicted chance the next one is accepted
+    scores = iter([(0.9, 0.9), (0.9, 0.5), (0.9, 0.9)])
+    gate = AcceptanceGate(lambda f: next(scores), GateConfig(mode="stop", threshold=0.5))
+    assert [gate.keep_drafting(torch.zeros(4)) for _ in range(2)] == [True, False]  # 0.81; 0.81 * 0.5 < 0.5
+    assert gate.survival == pytest.approx(0.81) and gate.scores == [0.9, 0.9]
+    gate.start()
+    scores = iter([(0.6, 0.99)])  # survival 0.6 alone would go on; so does 0.6 * 0.99
+    assert gate.keep_drafting(torch.zeros(4)) is True
+    gate.start()
+    scores = iter([(0.6, 0.8)])  # 0.48 < 0.5: the next forward is not worth paying for
+    assert gate.keep_drafting(torch.zeros(4)) is False
+
+
+def test_collected_rows_label_this_token_and_the_next():
+    from vlmspec.training.acceptance import _RecordingSchedule
+
+    sink = []
+    schedule = _RecordingSchedule(4, sink)
+    schedule.next_length()
+    for _ in range(4):
+        schedule.gate.keep_drafting(torch.zeros(3))
+    schedule.observe(drafted=4, accepted=2, draft_seconds=0.0, verify_seconds=0.0)
+    schedule.next_length()
+    for _ in range(3):
+        schedule.gate.keep_drafting(torch.zeros(3))
+    schedule.observe(drafted=3, accepted=3, draft_seconds=0.0, verify_seconds=0.0)
+    rows = [(y, d, n) for _, y, d, n in sink]
+    nan = float("nan")
+    expected = [(1.0, 1, 1.0), (1.0, 2, 0.0), (0.0, 3, nan), (1.0, 1, 1.0), (1.0, 2, 1.0), (1.0, 3, nan)]
+    assert len(rows) == len(expected)
+    for (y, d, n), (ey, ed, en) in zip(rows, expected):
+        assert (y, d) == (ey, ed) and (n == en or (n != n and en != en))
+
+
 def test_approximate_gate_trusts_approved_tokens_up_to_the_first_flag():
     scores = iter([0.9, 0.6, 0.3, 0.9])
     gate = AcceptanceGate(lambda f: next(scores), GateConfig(mode="approximate", threshold=0.5))
@@ -127,6 +162,14 @@ def test_predictor_roundtrip_and_fingerprint(tiny_llava_path, other_tiny_llava_p
         AcceptancePredictor.load(tmp_path / "p", ModelDrafter.from_pretrained(other_tiny_llava_path))
     with pytest.raises(ModelLoadError, match="No acceptance predictor"):
         AcceptancePredictor.load(tmp_path / "missing")
+    two = AcceptancePredictor(drafter.acceptance_features_size, outputs=2)
+    two.fingerprint = drafter_fingerprint(drafter)
+    two.save(tmp_path / "two")
+    loaded_two = AcceptancePredictor.load(tmp_path / "two", drafter)
+    assert loaded_two.outputs == 2 and loaded.outputs == 1
+    pair = loaded_two.predict(x[0])
+    assert isinstance(pair, tuple) and pair == pytest.approx(two.predict(x[0]))
+    assert isinstance(loaded.predict(x[0]), float)
     (tmp_path / "p" / "acceptance_predictor.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="not valid JSON"):
         AcceptancePredictor.load(tmp_path / "p")
@@ -147,6 +190,29 @@ def test_training_lowers_heldout_bce_below_a_constant():
         probs = predictor(heldout["features"])
     assert bce(probs, heldout["labels"]) < bce(torch.full_like(probs, base), heldout["labels"]) - 0.05
     assert auroc(probs.double(), heldout["labels"]) > 0.7
+
+
+def test_next_token_output_learns_what_the_next_token_does():
+    g = torch.Generator().manual_seed(1)
+
+    def sample(n):
+        feats = torch.rand(n, 6, generator=g)
+        labels = (torch.rand(n, generator=g) < feats[:, 0]).float()
+        nexts = (torch.rand(n, generator=g) < feats[:, 1] ** 2).float()  # the next token reads feature 1
+        nexts[labels == 0] = float("nan")  # no next label after a rejection
+        return {"features": feats, "labels": labels, "next_labels": nexts}
+
+    train, heldout = sample(3000), sample(1000)
+    predictor, _ = fit(train, AcceptanceTrainConfig(epochs=200, hidden=16), sample(500))
+    assert predictor.outputs == 2
+    has = ~torch.isnan(heldout["next_labels"])
+    with torch.inference_mode():
+        probs = torch.sigmoid(predictor.next_logits(heldout["features"]))[has]
+    labels = heldout["next_labels"][has]
+    base = float(train["next_labels"][~torch.isnan(train["next_labels"])].mean())
+    assert bce(probs, labels) < bce(torch.full_like(probs, base), labels) - 0.05
+    one, _ = fit({k: v for k, v in train.items() if k != "next_labels"}, AcceptanceTrainConfig(epochs=5))
+    assert one.outputs == 1 and one.next_logits(heldout["features"]) is None
 
 
 def test_auroc_on_known_orders():
@@ -174,10 +240,10 @@ def drafters(tiny_llava_path, other_tiny_llava_path, target):
     }
 
 
-def random_predictor(drafter, seed: int) -> AcceptancePredictor:
+def random_predictor(drafter, seed: int, outputs: int = 1) -> AcceptancePredictor:
     """Any predictor: where drafting stops must never change a lossless output."""
     torch.manual_seed(seed)
-    predictor = AcceptancePredictor(drafter.acceptance_features_size, hidden=8)
+    predictor = AcceptancePredictor(drafter.acceptance_features_size, hidden=8, outputs=outputs)
     with torch.no_grad():
         for p in predictor.net.parameters():
             p.mul_(4.0)  # spread the outputs over (0, 1)
@@ -193,7 +259,8 @@ def test_learned_stop_is_token_identical_to_generate(kind, threshold, max_length
     seed = GREEDY_CASES.index((kind, threshold, max_length))
     drafter = drafters[kind]
     chain, gate = setup_gate(target, drafter, learned=True, threshold=threshold,
-                             predictor=random_predictor(drafter, seed), max_length=max_length, measure_costs=False)
+                             predictor=random_predictor(drafter, seed, outputs=1 + seed % 2),
+                             max_length=max_length, measure_costs=False)
     pipe = Pipeline(target, chain, gate=gate)
     image, prompt = random_image(100 + seed), PROMPTS[seed % len(PROMPTS)]
     max_new_tokens = 6 + (seed * 11) % 40
@@ -225,7 +292,7 @@ def test_learned_stop_drafts_less_where_the_predictor_says_so(target, drafters):
 def test_learned_stop_keeps_the_sampling_distribution(tiny_llava_path):
     quiet, image, _, expected = distribution_setup(Target.load(tiny_llava_path))
     noisy = _NoisyDrafter(ModelDrafter.from_pretrained(tiny_llava_path), scale=1.5)
-    chain, gate = setup_gate(quiet, noisy, learned=True, threshold=0.5, predictor=random_predictor(noisy, 1),
+    chain, gate = setup_gate(quiet, noisy, learned=True, threshold=0.5, predictor=random_predictor(noisy, 1, outputs=2),
                              max_length=3, measure_costs=False)
     pipe = Pipeline(quiet, chain, gate=gate)
     draws = 2000
@@ -335,7 +402,10 @@ def test_train_acceptance_end_to_end(target, tiny_llava_path, tmp_path):
     assert report["heldout"]["samples"] > 0 and 0 <= report["heldout"]["brier"] <= 1
     assert 0 <= report["best_epoch"] < config.epochs and report["validation"]["samples"] > 0
     assert summary["heldout"]["samples"] == report["heldout"]["samples"]
+    assert "next" in report["heldout"] and 0 <= report["heldout"]["next"]["brier"] <= 1
+    assert "next-token output, held out" in (out / "acceptance_calibration.md").read_text()
     predictor = AcceptancePredictor.load(out, drafter)
+    assert predictor.outputs == 2
     chain, gate = setup_gate(target, drafter, learned=True, predictor=predictor, threshold=0.3, measure_costs=False)
     image = random_image(4)
     result = Pipeline(target, chain, gate=gate).generate(image, "Describe this.", max_new_tokens=20)

@@ -565,6 +565,32 @@ def test_batched_greedy_self_distillation_equals_one_at_a_time(llava_target, tmp
     assert [s.response_ids for s in again] == [s.response_ids for s in batched]
 
 
+def test_shared_self_distillation_cache_reuses_only_rows_whose_content_matches(llava_target, tmp_path, monkeypatch):
+    """Two recipes share one cache_dir: rows with the same id and content are not generated again; a
+    row with the same id but another prompt (or image) is, and gets its own answer."""
+    from vlmspec.training import data as data_module
+    from vlmspec.training.config import SelfDistillConfig
+    from vlmspec.training.data import RawSample, self_distill
+
+    config = SelfDistillConfig(enabled=True, max_new_tokens=10, batch_size=2, cache_dir=str(tmp_path / "shared"))
+    first = [RawSample(f"r{i}", f"Name a colour {i}.", None, [random_image(i)] if i % 2 else []) for i in range(4)]
+    answers = self_distill(first, llava_target, "tiny", config, tmp_path / "shared")
+    generated = []
+    real_chunk = data_module._distill_chunk
+    monkeypatch.setattr(data_module, "_distill_chunk",
+                        lambda pipe, chunk, cfg: generated.extend(s.id for s in chunk) or real_chunk(pipe, chunk, cfg))
+    second = first[:2] + [RawSample("r2", "Count to three.", None, []),  # same id, other prompt
+                          RawSample("r3", first[3].prompt, None, [random_image(99)])]  # same id, other image
+    again = self_distill(second, llava_target, "tiny", config, tmp_path / "shared")
+    assert sorted(generated) == ["r2", "r3"]
+    assert [s.response_ids for s in again[:2]] == [s.response_ids for s in answers[:2]]
+    plain = self_distill(second[2:], llava_target, "tiny", SelfDistillConfig(enabled=True, max_new_tokens=10),
+                         tmp_path / "fresh")
+    assert [s.response_ids for s in again[2:]] == [s.response_ids for s in plain]
+    with pytest.raises(InputError, match="cache_dir"):
+        SelfDistillConfig(cache_dir="")
+
+
 def test_prompt_mix_source_needs_self_distillation_and_never_trains_on_heldout():
     from vlmspec.data.prompt_mix import MIX_STYLES, prompt_mix
 

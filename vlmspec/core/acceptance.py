@@ -7,12 +7,17 @@ hidden state where it has one). A predictor maps them to a = P(the target accept
 token | the tokens before it were accepted).
 
 - ``mode="stop"`` (``draft_length="learned"``, lossless): the survival s_i = a_1 ... a_i is
-  the chance token i gets accepted; drafting stops after the first token with s_i below
-  the threshold, and the target verifies every drafted token as usual. Nothing about the
-  output changes, only where drafting stops. The threshold is the break-even point from
-  measured costs: one more token is worth drafting when its expected gain (s tokens, each
-  saving about one target forward t_1) exceeds its cost (one draft step plus the extra
-  verify time): s > (t_draft + t_verify(n + 1) - t_verify(n)) / t_1.
+  the chance token i gets accepted. Token i's distribution is already paid for, so token i
+  is always kept; the question after it is whether to pay one more drafter forward for
+  token i + 1, which is worth s_{i+1} = s_i * a_{i+1} expected tokens. A predictor with a
+  next-token output gives n_i ~ a_{i+1} from token i's own features, and drafting goes on
+  while s_i * n_i clears the threshold; one without it (older predictors) can only use s_i,
+  which overestimates the next token's worth and drafts one token too many on average.
+  The target verifies every drafted token as usual: nothing about the output changes, only
+  where drafting stops. The threshold is the break-even point from measured costs: one more
+  token is worth drafting when its expected gain (s tokens, each saving about one target
+  forward t_1) exceeds its cost (one draft step plus the extra verify time):
+  s > (t_draft + t_verify(n + 1) - t_verify(n)) / t_1.
 - ``mode="approximate"`` (SPRINTER, Zhong et al. 2025, **not lossless**): tokens the
   predictor calls acceptable (a >= threshold) are committed without a target check;
   drafting stops at the first token it flags (or at the run cap), and the target checks
@@ -90,7 +95,7 @@ class AcceptanceGate:
     """Per-draft state of the rule: call `start()` before a draft, `keep_drafting` after each token."""
 
     def __init__(self, predict: Callable[[torch.Tensor], float], config: GateConfig = GateConfig()) -> None:
-        self.predict = predict  # features [F] -> P(accepted | prefix accepted)
+        self.predict = predict  # features [F] -> a = P(accepted | prefix accepted), or (a, P(next accepted))
         self.config = config
         self.threshold = config.initial_threshold()
         self.start()
@@ -103,11 +108,14 @@ class AcceptanceGate:
         self._tail_left = 0  # tokens still to draft after the flag (checked by the target)
 
     def keep_drafting(self, features: torch.Tensor) -> bool:
-        score = float(self.predict(features))
+        predicted = self.predict(features)
+        score, next_score = (float(predicted[0]), float(predicted[1])) if isinstance(predicted, tuple) \
+            else (float(predicted), None)
         self.scores.append(score)
         if self.config.mode == "stop":
             self.survival *= score
-            return self.survival >= self.threshold
+            worth = self.survival if next_score is None else self.survival * next_score  # ~ s_{i+1}
+            return worth >= self.threshold
         if self._flagged:  # a tail token (or a drafter that ignored the last answer): never trusted
             self._tail_left -= 1
             return self._tail_left > 0

@@ -4,8 +4,11 @@ One per drafter, saved beside the drafter's weights (``acceptance_predictor.safe
 + ``acceptance_predictor.json``) with the fingerprint of the drafter it was trained for.
 Input: `core.acceptance.acceptance_features` (top-1 probability, entropy, top-1/top-2
 margin, depth, and the drafter's hidden state where it has one), standardised with the
-training set's mean / std. Architecture: a 2-layer MLP (features -> 32, GELU -> 1) with a
-sigmoid; output a = P(token accepted | the tokens before it in the draft were accepted).
+training set's mean / std. Architecture: a 2-layer MLP (features -> 32, GELU -> 1 or 2) with
+sigmoids. Output 0: a = P(token accepted | the tokens before it in the draft were accepted).
+Output 1 (predictors trained with ``outputs=2``): n = P(the *next* token is accepted | this
+one and those before it were), read from this token's features -- what the learned stop rule
+needs to decide whether the next drafter forward is worth paying for before paying it.
 Used by ``draft_length="learned"`` (lossless) and ``verification="approximate"`` (SPRINTER, lossy).
 """
 
@@ -41,16 +44,17 @@ def drafter_fingerprint(drafter) -> dict:
 
 
 class AcceptancePredictor(nn.Module):
-    """features [..., F] -> P(accepted) [...]."""
+    """features [..., F] -> P(accepted) [...] (and, with outputs=2, P(next accepted) via `next_logits`)."""
 
-    def __init__(self, num_features: int, hidden: int = 32) -> None:
+    def __init__(self, num_features: int, hidden: int = 32, outputs: int = 1) -> None:
         super().__init__()
-        if num_features < 1 or hidden < 1:
-            raise InputError(f"AcceptancePredictor needs num_features >= 1 and hidden >= 1, got {num_features}, {hidden}")
-        self.num_features, self.hidden = int(num_features), int(hidden)
+        if num_features < 1 or hidden < 1 or outputs not in (1, 2):
+            raise InputError(f"AcceptancePredictor needs num_features >= 1, hidden >= 1 and outputs 1 or 2, got "
+                             f"{num_features}, {hidden}, {outputs}")
+        self.num_features, self.hidden, self.outputs = int(num_features), int(hidden), int(outputs)
         self.register_buffer("mean", torch.zeros(num_features))
         self.register_buffer("std", torch.ones(num_features))
-        self.net = nn.Sequential(nn.Linear(num_features, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.net = nn.Sequential(nn.Linear(num_features, hidden), nn.GELU(), nn.Linear(hidden, outputs))
         self.fingerprint: dict = {}
 
     def set_normalisation(self, features: torch.Tensor) -> None:
@@ -58,16 +62,25 @@ class AcceptancePredictor(nn.Module):
         self.mean.copy_(features.mean(0))
         self.std.copy_(features.std(0).clamp_min(1e-4))
 
+    def all_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """features [..., F] -> [..., outputs]: this token accepted, then (outputs=2) the next one."""
+        return self.net((features.float() - self.mean) / self.std)
+
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net((features.float() - self.mean) / self.std).squeeze(-1)
+        return self.all_logits(features)[..., 0]
+
+    def next_logits(self, features: torch.Tensor) -> torch.Tensor | None:
+        return self.all_logits(features)[..., 1] if self.outputs == 2 else None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(features))
 
     @torch.inference_mode()
-    def predict(self, features: torch.Tensor) -> float:
-        """One token's features [F] -> P(accepted) as a float (what the gate calls)."""
-        return float(self(features.to(self.mean.device)))
+    def predict(self, features: torch.Tensor) -> "float | tuple[float, float]":
+        """One token's features [F] -> what the gate reads: P(accepted) as a float, or with outputs=2
+        the pair (P(accepted), P(next accepted | this one accepted))."""
+        probs = torch.sigmoid(self.all_logits(features.to(self.mean.device))).tolist()  # [outputs]
+        return probs[0] if self.outputs == 1 else (probs[0], probs[1])
 
     # ------------------------------------------------------------ save / load
     def save(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -82,7 +95,9 @@ class AcceptancePredictor(nn.Module):
         atomic_write_bytes(directory / WEIGHTS_FILE, save(tensors), mode=0o644)
         atomic_write_json(directory / META_FILE, {
             "format_version": FORMAT_VERSION, "num_features": self.num_features, "hidden": self.hidden,
-            "architecture": "2-layer MLP (features -> hidden, GELU -> 1) + sigmoid on standardised features",
+            "outputs": self.outputs,
+            "architecture": f"2-layer MLP (features -> hidden, GELU -> {self.outputs}) + sigmoid on standardised "
+                            "features" + ("; output 1 = P(next token accepted)" if self.outputs == 2 else ""),
             "drafter_fingerprint": self.fingerprint, **(extra or {})}, mode=0o644, indent=2)
         return directory
 
@@ -104,7 +119,7 @@ class AcceptancePredictor(nn.Module):
         if meta.get("format_version") != FORMAT_VERSION:
             raise ModelLoadError(f"{meta_path} has format {meta.get('format_version')!r}; this vlmspec reads "
                                  f"{FORMAT_VERSION}.")
-        predictor = cls(int(meta["num_features"]), int(meta.get("hidden", 32)))
+        predictor = cls(int(meta["num_features"]), int(meta.get("hidden", 32)), int(meta.get("outputs", 1)))
         tensors = read_safetensors(weights_path)
         try:
             predictor.load_state_dict(tensors)

@@ -4,10 +4,13 @@ The target generates with the drafter drafting fixed chains of `draft_length` (t
 loop, so nothing about its answers changes); after each step the features of every drafted
 token are paired with what the target did: token i is labelled 1 if it was accepted, 0 if
 it was the first rejected one; tokens after the first rejection carry no label (the
-predictor estimates P(accepted | the tokens before it were accepted)). Greedy steps give
+predictor estimates P(accepted | the tokens before it were accepted)). Each accepted token
+also gets a "next" label when a token was drafted after it: 1 if that next token was
+accepted too, else 0 (the predictor's second output, read by the learned stop rule before it
+pays for the next drafter forward). Greedy steps give
 exact-match outcomes, sampling steps the ratio test's outcome. No labels touch the disk.
 
-Training: BCE, AdamW, full-batch epochs on standardised features, stopped early on a
+Training: BCE on both outputs (the next one only where it has a label), AdamW, full-batch epochs on standardised features, stopped early on a
 validation split made of whole prompts (the last `validation_share` of the training
 prompts: tokens of one answer are not independent). Calibration is measured on
 held-out prompts (`prompt_mix(heldout=True)`: other scenes, wordings, photos): BCE against a
@@ -50,6 +53,7 @@ class AcceptanceTrainConfig:
     draft_length: int = 8  # chain length drafted while collecting (>= the longest run the modes ask for)
     temperatures: tuple[float, ...] = (0.0, 1.0)  # 0 = greedy labels; > 0 = ratio-test outcomes
     hidden: int = 32
+    outputs: int = 2  # 1 = this token only (older predictors); 2 = also P(next token accepted)
     epochs: int = 400  # at most; the epoch with the best validation BCE is kept
     lr: float = 3e-3
     weight_decay: float = 1.0  # AdamW (decoupled); chosen on the validation split, not on held-out data
@@ -60,6 +64,8 @@ class AcceptanceTrainConfig:
 
         if self.recipe != "acceptance":
             raise InputError(f"AcceptanceTrainConfig.recipe must be 'acceptance', got {self.recipe!r}")
+        if self.outputs not in (1, 2):
+            raise InputError(f"AcceptanceTrainConfig.outputs must be 1 or 2, got {self.outputs!r}")
         for name in ("train_prompts", "heldout_prompts", "max_new_tokens", "draft_length", "hidden", "epochs"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
@@ -125,7 +131,9 @@ class _RecordingSchedule(DraftSchedule):
     def observe(self, drafted, accepted, draft_seconds, verify_seconds) -> None:
         feats = self.gate.features[:drafted]
         for i, f in enumerate(feats[: accepted + 1]):  # accepted ones, then the first rejected (if any)
-            self.sink.append((f, 1.0 if i < accepted else 0.0, i + 1))
+            # next: was token i + 1 accepted, given token i was? (NaN: no label -- i rejected or last)
+            following = (1.0 if i + 1 < accepted else 0.0) if i < accepted and i + 1 < len(feats) else math.nan
+            self.sink.append((f, 1.0 if i < accepted else 0.0, i + 1, following))
 
 
 class _Collecting:
@@ -141,7 +149,8 @@ class _Collecting:
 
 
 def collect(pipe, prompts, config: AcceptanceTrainConfig, desc: str) -> dict:
-    """Generate for `prompts` at every temperature; returns {"features" [N, F], "labels" [N], "depth" [N]}."""
+    """Generate for `prompts` at every temperature; returns {"features" [N, F], "labels" [N], "depth" [N],
+    "next_labels" [N] (NaN where there is none)}."""
     from tqdm.auto import tqdm
 
     collecting = _Collecting(config.draft_length)
@@ -157,10 +166,11 @@ def collect(pipe, prompts, config: AcceptanceTrainConfig, desc: str) -> dict:
         from ..errors import InputError
 
         raise InputError("no draft tokens were labelled (did every answer end at once?); use more prompts")
-    features = torch.stack([f for f, _, _ in collecting.sink])
-    labels = torch.tensor([y for _, y, _ in collecting.sink])
-    depth = torch.tensor([d for _, _, d in collecting.sink])
-    return {"features": features, "labels": labels, "depth": depth}
+    features = torch.stack([row[0] for row in collecting.sink])
+    labels = torch.tensor([row[1] for row in collecting.sink])
+    depth = torch.tensor([row[2] for row in collecting.sink])
+    next_labels = torch.tensor([row[3] for row in collecting.sink])
+    return {"features": features, "labels": labels, "depth": depth, "next_labels": next_labels}
 
 
 def bce(probs: torch.Tensor, labels: torch.Tensor) -> float:
@@ -194,10 +204,21 @@ def reliability(probs: torch.Tensor, labels: torch.Tensor, bins: int = 10) -> li
     return rows
 
 
-def calibration(predictor, data: dict, base_rate: float) -> dict:
+def calibration(predictor, data: dict, base_rate: float, next_base_rate: float | None = None) -> dict:
+    """Output 0 against its labels; with a next-token output, a "next" block for it too."""
     with torch.inference_mode():
         probs = predictor(data["features"])
+        next_logits = predictor.next_logits(data["features"])
     labels = data["labels"]
+    report = _scores(probs, labels, base_rate)
+    has_next = ~torch.isnan(data["next_labels"]) if "next_labels" in data else None
+    if next_logits is not None and has_next is not None and bool(has_next.any()):
+        rate = float(data["next_labels"][has_next].mean()) if next_base_rate is None else next_base_rate
+        report["next"] = _scores(torch.sigmoid(next_logits[has_next]), data["next_labels"][has_next], rate)
+    return report
+
+
+def _scores(probs: torch.Tensor, labels: torch.Tensor, base_rate: float) -> dict:
     return {"samples": int(len(labels)), "accept_rate": float(labels.mean()),
             "bce": bce(probs, labels), "bce_constant": bce(torch.full_like(labels, base_rate), labels),
             "brier": float(((probs - labels) ** 2).mean()),
@@ -211,19 +232,30 @@ def fit(train: dict, config: AcceptanceTrainConfig, validation: dict | None = No
     from ..drafters.acceptance import AcceptancePredictor
 
     torch.manual_seed(config.seed)
-    predictor = AcceptancePredictor(train["features"].shape[1], config.hidden)
+    outputs = config.outputs if "next_labels" in train else 1
+    predictor = AcceptancePredictor(train["features"].shape[1], config.hidden, outputs)
     predictor.set_normalisation(train["features"])
     optimiser = torch.optim.AdamW(predictor.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def loss_of(data: dict) -> torch.Tensor:
+        logits = predictor.all_logits(data["features"])  # [N, outputs]
+        loss = loss_fn(logits[:, 0], data["labels"])
+        if outputs == 2:
+            has_next = ~torch.isnan(data["next_labels"])  # [N]
+            if bool(has_next.any()):
+                loss = loss + loss_fn(logits[has_next, 1], data["next_labels"][has_next])
+        return loss
+
     best, best_state, best_epoch = math.inf, None, config.epochs - 1
     for epoch in range(config.epochs):
         optimiser.zero_grad()
-        loss = loss_fn(predictor.logits(train["features"]), train["labels"])
+        loss = loss_of(train)
         loss.backward()
         optimiser.step()
         if validation is not None:
             with torch.no_grad():
-                score = float(loss_fn(predictor.logits(validation["features"]), validation["labels"]))
+                score = float(loss_of(validation))
             if score < best:
                 best, best_epoch = score, epoch
                 best_state = {k: v.clone() for k, v in predictor.state_dict().items()}
@@ -293,25 +325,32 @@ def train_acceptance(config: AcceptanceTrainConfig, pipe=None) -> dict:
     predictor, best_epoch = fit(train, config, validation)
     predictor.fingerprint = drafter_fingerprint(chain)
     base_rate = float(train["labels"].mean())
+    has_next = ~torch.isnan(train["next_labels"])
+    next_rate = float(train["next_labels"][has_next].mean()) if bool(has_next.any()) else None
     report = {
         "drafter": drafter_name(original), "target": config.target or "vlmspec-default",
         "config": dataclasses.asdict(config), "base_rate_train": base_rate,
-        "train": calibration(predictor, train, base_rate),
-        "validation": calibration(predictor, validation, base_rate), "best_epoch": best_epoch,
-        "heldout": calibration(predictor, heldout, base_rate),
+        "train": calibration(predictor, train, base_rate, next_rate),
+        "validation": calibration(predictor, validation, base_rate, next_rate), "best_epoch": best_epoch,
+        "heldout": calibration(predictor, heldout, base_rate, next_rate),
         "heldout_by_depth": {int(d): float(heldout["labels"][heldout["depth"] == d].mean())
                              for d in heldout["depth"].unique().tolist()},
         "device": pipe.target.describe_device(), "minutes": (time.perf_counter() - started) / 60,
     }
     predictor.save(out, extra={"training": {k: report[k] for k in ("drafter", "target", "base_rate_train",
                                                                    "device", "minutes")},
-                               "heldout": {k: v for k, v in report["heldout"].items() if k != "reliability"}})
+                               "heldout": _without_reliability(report["heldout"])})
     atomic_write_json(out / "acceptance_calibration.json", report, mode=0o644, indent=2)
     atomic_write_bytes(out / "acceptance_calibration.png", reliability_png(
         report["heldout"]["reliability"], f"{drafter_name(original)[:60]}\nheld-out reliability"), mode=0o644)
     atomic_write_text(out / "acceptance_calibration.md", calibration_markdown(report), mode=0o644)
     log.info("acceptance predictor written to %s (held-out AUROC %s)", out, report["heldout"]["auroc"])
     return {"output_dir": str(out), **{k: report[k] for k in ("train", "heldout", "minutes")}}
+
+
+def _without_reliability(scores: dict) -> dict:
+    return {k: (_without_reliability(v) if isinstance(v, dict) else v) for k, v in scores.items()
+            if k != "reliability"}
 
 
 def calibration_markdown(report: dict) -> str:
@@ -337,6 +376,17 @@ def calibration_markdown(report: dict) -> str:
         f"{fmt(v['bce_constant'])} | {fmt(v['brier'])} | {fmt(v['brier_constant'])} | {fmt(v['auroc'])} |",
         f"| held out | {h['samples']} | {h['accept_rate']:.3f} | {fmt(h['bce'])} | {fmt(h['bce_constant'])} | "
         f"{fmt(h['brier'])} | {fmt(h['brier_constant'])} | {fmt(h['auroc'])} |",
+    ]
+    nexts = [(name, report[key].get("next")) for name, key in
+             (("train", "train"), ("validation", "validation"), ("held out", "heldout"))]
+    if all(n is not None for _, n in nexts):
+        lines += [f"| next-token output, {name} | {n['samples']} | {n['accept_rate']:.3f} | {fmt(n['bce'])} | "
+                  f"{fmt(n['bce_constant'])} | {fmt(n['brier'])} | {fmt(n['brier_constant'])} | {fmt(n['auroc'])} |"
+                  for name, n in nexts]
+        lines += ["", "The next-token output predicts, from a token's own features, whether the token after it "
+                  "is accepted too (labelled where the token was accepted and another followed it); the "
+                  "learned stop rule reads it to decide whether the next drafter forward pays."]
+    lines += [
         "",
         "Held-out acceptance by depth (given the tokens before were accepted): "
         + ", ".join(f"{d}: {a:.2f}" for d, a in sorted(report["heldout_by_depth"].items())),

@@ -145,7 +145,10 @@ class SourceConfig(_Section):
 
 @dataclass(frozen=True)
 class SelfDistillConfig(_Section):
-    """ViSpec-style data: the target regenerates every response (cached under output_dir)."""
+    """ViSpec-style data: the target regenerates every response, cached under
+    `output_dir/self_distill`, or under `cache_dir` when set, so staged recipes and several
+    drafters trained on the same rows share one set of answers (records are keyed by the
+    target's fingerprint, these generation settings and each row's prompt and images)."""
 
     enabled: bool = False
     drafter: str = "prompt-lookup"  # lossless: same tokens as plain decoding, fewer target forwards
@@ -155,9 +158,12 @@ class SelfDistillConfig(_Section):
     prompt_suffix: str = ""  # e.g. " Please answer with at least 1000 words." (ViSpec)
     seed: int = 0
     batch_size: int = 8  # greedy: this many answers per batched target forward (same tokens as one at a time)
+    cache_dir: str | None = None  # None = output_dir/self_distill
 
     def __post_init__(self) -> None:
         _need(isinstance(self.enabled, bool), f"self_distill.enabled must be true or false; got {self.enabled!r}.")
+        _need(self.cache_dir is None or (isinstance(self.cache_dir, str) and bool(self.cache_dir)),
+              f"self_distill.cache_dir must be a folder path or null; got {self.cache_dir!r}.")
         _need_int("self_distill", "batch_size", self.batch_size, 1)
         _need(self.drafter in ("none", "prompt-lookup") or self.drafter.startswith(("prompt-lookup:", "eagle:")),
               f"self_distill.drafter must be 'none', 'prompt-lookup[:N]' or 'eagle:PATH' (lossless); got {self.drafter!r}.")

@@ -215,7 +215,8 @@ def _distill_key(target, target_name: str, config: SelfDistillConfig) -> str:
     """Cache key: the target's fingerprint (weights' embedding hash, sizes) + the generation settings."""
     from ..drafters.eagle import target_fingerprint
 
-    settings = {k: v for k, v in config.to_dict().items() if k != "batch_size"}  # batching changes no token
+    settings = {k: v for k, v in config.to_dict().items()
+                if k not in ("batch_size", "cache_dir")}  # neither batching nor where it is kept changes a token
     payload = json.dumps({"target": target_fingerprint(target), **settings}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -236,7 +237,10 @@ def self_distill(
     Process `rank` generates samples rank, rank + world, ...; each shard is cached as JSON
     lines in `cache_dir` (appended per sample, so an interrupted run continues where it
     stopped); after `barrier()` every process reads all shards. Samples whose generation is
-    empty, or that cannot be generated (bad image), are reported and left out.
+    empty, or that cannot be generated (bad image), are reported and left out. Every record
+    carries a digest of its prompt and images, and is reused only for a sample with the same
+    digest, so one cache can serve several recipes (`self_distill.cache_dir`) whose rows share
+    ids but not necessarily content.
     """
     from ..api import Pipeline
     from ..drafters.registry import build_drafter
@@ -244,7 +248,8 @@ def self_distill(
     key = _distill_key(target, target_name, config)
     cache_dir.mkdir(parents=True, exist_ok=True)
     shard = cache_dir / f"selfdistill-{key}-rank{rank}.jsonl"
-    done = _read_distilled(cache_dir, key)
+    digests = {s.id: _sample_digest(s) for s in samples if s.problem is None}
+    done = _read_distilled(cache_dir, key, digests)
     todo = [s for i, s in enumerate(samples) if i % world_size == rank and s.id not in done and s.problem is None]
     if todo:
         pipe = Pipeline(target, build_drafter(config.drafter, target))
@@ -258,7 +263,7 @@ def self_distill(
                 bar = tqdm(total=len(todo), desc=f"self-distillation (rank {rank})", unit="sample")
             for chunk in chunks:
                 for record in _distill_chunk(pipe, chunk, config):
-                    handle.write(json.dumps(record) + "\n")
+                    handle.write(json.dumps({**record, "digest": digests[record["id"]]}) + "\n")
                 handle.flush()
                 if bar is not None:
                     bar.update(len(chunk))
@@ -266,7 +271,7 @@ def self_distill(
                 bar.close()
     if barrier is not None:
         barrier()
-    done = _read_distilled(cache_dir, key)
+    done = _read_distilled(cache_dir, key, digests)
     out = []
     for sample in samples:
         if sample.problem is not None:
@@ -320,7 +325,30 @@ def _sample_seed(seed: int, sample_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()[:6], "big")
 
 
-def _read_distilled(cache_dir: Path, key: str) -> dict[str, dict]:
+def _sample_digest(sample: RawSample) -> str:
+    """SHA-256 (16 hex) of a sample's prompt and image contents (paths are read, PIL images hashed)."""
+    import io
+
+    from PIL import Image
+
+    digest = hashlib.sha256(sample.prompt.encode())
+    for image in sample.images:
+        if isinstance(image, Image.Image):
+            digest.update(f"{image.mode}{image.size}".encode())
+            digest.update(image.tobytes())
+        elif isinstance(image, (bytes, bytearray)):
+            digest.update(bytes(image))
+        elif isinstance(image, io.BytesIO):
+            digest.update(image.getvalue())
+        else:
+            path = Path(image)
+            digest.update(path.read_bytes() if path.is_file() else str(image).encode())
+    return digest.hexdigest()[:16]
+
+
+def _read_distilled(cache_dir: Path, key: str, digests: dict[str, str] | None = None) -> dict[str, dict]:
+    """Cached records by id; with `digests`, only those whose prompt and images match (records
+    written before digests existed are taken as they are)."""
     records: dict[str, dict] = {}
     for shard in sorted(cache_dir.glob(f"selfdistill-{key}-rank*.jsonl")):
         with open(shard, encoding="utf-8") as handle:
@@ -329,6 +357,9 @@ def _read_distilled(cache_dir: Path, key: str) -> dict[str, dict]:
                     record = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut by an interruption: regenerated
+                wanted = None if digests is None else digests.get(record["id"])
+                if wanted is not None and record.get("digest", wanted) != wanted:
+                    continue  # another recipe's row under the same id: regenerated for this one
                 records[record["id"]] = record
     return records
 

@@ -232,7 +232,7 @@ class Trainer:
         text_raw: list[RawSample] = [s for source in data.text_sources for s in load_source(source)]
         _check_unique_ids(raw + text_raw)
         if data.self_distill.enabled:
-            cache = self.output_dir / "self_distill"
+            cache = Path(data.self_distill.cache_dir) if data.self_distill.cache_dir else self.output_dir / "self_distill"
             distill = lambda samples: self_distill(  # noqa: E731
                 samples, self.target, cfg.target, data.self_distill, cache,
                 rank=acc.process_index, world_size=acc.num_processes, barrier=acc.wait_for_everyone,
