@@ -64,6 +64,10 @@ def test_stop_gate_with_a_next_token_output_stops_before_an_unlikely_next_token(
     gate.start()
     scores = iter([(0.6, 0.8)])  # 0.48 < 0.5: the next forward is not worth paying for
     assert gate.keep_drafting(torch.zeros(4)) is False
+    for shaped in ([0.6, 0.8], torch.tensor([0.6, 0.8])):  # a list or a tensor reads the same
+        gate.start()
+        scores = iter([shaped])
+        assert gate.keep_drafting(torch.zeros(4)) is False
 
 
 def test_collected_rows_label_this_token_and_the_next():
@@ -170,6 +174,15 @@ def test_predictor_roundtrip_and_fingerprint(tiny_llava_path, other_tiny_llava_p
     pair = loaded_two.predict(x[0])
     assert isinstance(pair, tuple) and pair == pytest.approx(two.predict(x[0]))
     assert isinstance(loaded.predict(x[0]), float)
+    card = json.loads((tmp_path / "p" / "acceptance_predictor.json").read_text())
+    card.pop("outputs")
+    card["format_version"] = 1  # a file written before the next-token output existed
+    (tmp_path / "p" / "acceptance_predictor.json").write_text(json.dumps(card))
+    assert AcceptancePredictor.load(tmp_path / "p", drafter).outputs == 1
+    card["format_version"] = 99
+    (tmp_path / "p" / "acceptance_predictor.json").write_text(json.dumps(card))
+    with pytest.raises(ModelLoadError, match="reads 1 and 2"):
+        AcceptancePredictor.load(tmp_path / "p")
     (tmp_path / "p" / "acceptance_predictor.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="not valid JSON"):
         AcceptancePredictor.load(tmp_path / "p")
@@ -213,6 +226,8 @@ def test_next_token_output_learns_what_the_next_token_does():
     assert bce(probs, labels) < bce(torch.full_like(probs, base), labels) - 0.05
     one, _ = fit({k: v for k, v in train.items() if k != "next_labels"}, AcceptanceTrainConfig(epochs=5))
     assert one.outputs == 1 and one.next_logits(heldout["features"]) is None
+    unlabelled = {**train, "next_labels": torch.full_like(train["labels"], float("nan"))}  # e.g. chains of 1
+    assert fit(unlabelled, AcceptanceTrainConfig(epochs=5))[0].outputs == 1  # no untrained second head
 
 
 def test_auroc_on_known_orders():

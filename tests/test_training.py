@@ -589,6 +589,31 @@ def test_shared_self_distillation_cache_reuses_only_rows_whose_content_matches(l
     assert [s.response_ids for s in again[2:]] == [s.response_ids for s in plain]
     with pytest.raises(InputError, match="cache_dir"):
         SelfDistillConfig(cache_dir="")
+    assert len(list((tmp_path / "shared").glob("selfdistill-*-rank0-pid*.jsonl"))) == 1  # one shard per process
+
+
+def test_sample_digest_reads_every_image_kind_and_never_raises(tmp_path):
+    import io
+
+    import numpy as np
+
+    from vlmspec.training.data import RawSample, _sample_digest
+
+    image = random_image(5)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    (tmp_path / "a.png").write_bytes(buffer.getvalue())
+    array = np.asarray(image)
+    kinds = [image, buffer.getvalue(), memoryview(buffer.getvalue()), io.BytesIO(buffer.getvalue()),
+             str(tmp_path / "a.png"), tmp_path / "a.png", array, torch.from_numpy(array.copy()),
+             {"bytes": None, "path": "x.png"}, str(tmp_path / "missing.png")]
+    digests = [_sample_digest(RawSample("s", "Describe.", None, [kind])) for kind in kinds]
+    assert all(len(d) == 16 for d in digests)
+    assert digests[1] == digests[2] == digests[3] == digests[4] == digests[5]  # the same encoded bytes
+    assert digests[6] == digests[7]  # the same pixels as an array and as a tensor
+    other = np.asarray(random_image(6))
+    assert _sample_digest(RawSample("s", "Describe.", None, [other])) != digests[6]
+    assert _sample_digest(RawSample("s", "Describe!", None, [array])) != digests[6]
 
 
 def test_prompt_mix_source_needs_self_distillation_and_never_trains_on_heldout():

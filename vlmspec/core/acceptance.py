@@ -12,7 +12,8 @@ token | the tokens before it were accepted).
   token i + 1, which is worth s_{i+1} = s_i * a_{i+1} expected tokens. A predictor with a
   next-token output gives n_i ~ a_{i+1} from token i's own features, and drafting goes on
   while s_i * n_i clears the threshold; one without it (older predictors) can only use s_i,
-  which overestimates the next token's worth and drafts one token too many on average.
+  which overestimates the next token's worth (s_i a_{i+1} <= s_i) and drafts past the
+  break-even.
   The target verifies every drafted token as usual: nothing about the output changes, only
   where drafting stops. The threshold is the break-even point from measured costs: one more
   token is worth drafting when its expected gain (s tokens, each saving about one target
@@ -108,9 +109,13 @@ class AcceptanceGate:
         self._tail_left = 0  # tokens still to draft after the flag (checked by the target)
 
     def keep_drafting(self, features: torch.Tensor) -> bool:
-        predicted = self.predict(features)
-        score, next_score = (float(predicted[0]), float(predicted[1])) if isinstance(predicted, tuple) \
-            else (float(predicted), None)
+        predicted = self.predict(features)  # a float, or (this token, the next one)
+        if isinstance(predicted, torch.Tensor):
+            predicted = predicted.reshape(-1).tolist()
+        if isinstance(predicted, (tuple, list)):
+            score, next_score = float(predicted[0]), (float(predicted[1]) if len(predicted) > 1 else None)
+        else:
+            score, next_score = float(predicted), None
         self.scores.append(score)
         if self.config.mode == "stop":
             self.survival *= score

@@ -26,7 +26,8 @@ from ..errors import DrafterMismatchError, InputError, ModelLoadError
 
 WEIGHTS_FILE = "acceptance_predictor.safetensors"
 META_FILE = "acceptance_predictor.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: `outputs` (1 or 2) in the card; version-1 files (one output) still load
+READABLE_VERSIONS = (1, 2)
 
 
 def drafter_fingerprint(drafter) -> dict:
@@ -116,9 +117,9 @@ class AcceptancePredictor(nn.Module):
             meta = json.loads(meta_path.read_text())
         except ValueError as exc:
             raise ModelLoadError(f"{meta_path} is not valid JSON ({exc}); train the predictor again.") from None
-        if meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format_version") not in READABLE_VERSIONS:
             raise ModelLoadError(f"{meta_path} has format {meta.get('format_version')!r}; this vlmspec reads "
-                                 f"{FORMAT_VERSION}.")
+                                 f"{' and '.join(map(str, READABLE_VERSIONS))}.")
         predictor = cls(int(meta["num_features"]), int(meta.get("hidden", 32)), int(meta.get("outputs", 1)))
         tensors = read_safetensors(weights_path)
         try:

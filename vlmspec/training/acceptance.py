@@ -232,7 +232,8 @@ def fit(train: dict, config: AcceptanceTrainConfig, validation: dict | None = No
     from ..drafters.acceptance import AcceptancePredictor
 
     torch.manual_seed(config.seed)
-    outputs = config.outputs if "next_labels" in train else 1
+    has_next_labels = "next_labels" in train and bool((~torch.isnan(train["next_labels"])).any())
+    outputs = config.outputs if has_next_labels else 1  # never ship a second head nothing trained
     predictor = AcceptancePredictor(train["features"].shape[1], config.hidden, outputs)
     predictor.set_normalisation(train["features"])
     optimiser = torch.optim.AdamW(predictor.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)

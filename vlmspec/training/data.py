@@ -247,7 +247,8 @@ def self_distill(
 
     key = _distill_key(target, target_name, config)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    shard = cache_dir / f"selfdistill-{key}-rank{rank}.jsonl"
+    # one shard per process and run: two runs sharing a cache_dir never interleave lines in one file
+    shard = cache_dir / f"selfdistill-{key}-rank{rank}-pid{os.getpid()}.jsonl"
     digests = {s.id: _sample_digest(s) for s in samples if s.problem is None}
     done = _read_distilled(cache_dir, key, digests)
     todo = [s for i, s in enumerate(samples) if i % world_size == rank and s.id not in done and s.problem is None]
@@ -326,29 +327,45 @@ def _sample_seed(seed: int, sample_id: str) -> int:
 
 
 def _sample_digest(sample: RawSample) -> str:
-    """SHA-256 (16 hex) of a sample's prompt and image contents (paths are read, PIL images hashed)."""
+    """SHA-256 (16 hex) of a sample's prompt and image contents: files are read, PIL images,
+    arrays and tensors hashed with their shape; anything else by its type and text. Never raises
+    (a row whose image cannot be read gets its error record later, as before)."""
     import io
 
     from PIL import Image
 
     digest = hashlib.sha256(sample.prompt.encode())
     for image in sample.images:
-        if isinstance(image, Image.Image):
-            digest.update(f"{image.mode}{image.size}".encode())
-            digest.update(image.tobytes())
-        elif isinstance(image, (bytes, bytearray)):
-            digest.update(bytes(image))
-        elif isinstance(image, io.BytesIO):
-            digest.update(image.getvalue())
-        else:
-            path = Path(image)
-            digest.update(path.read_bytes() if path.is_file() else str(image).encode())
+        try:
+            if isinstance(image, Image.Image):
+                digest.update(f"{image.mode}{image.size}".encode())
+                digest.update(image.tobytes())
+                if image.mode == "P" and image.getpalette() is not None:
+                    digest.update(bytes(image.getpalette()))
+            elif isinstance(image, (bytes, bytearray, memoryview)):
+                digest.update(bytes(image))
+            elif isinstance(image, io.BytesIO):
+                digest.update(image.getvalue())
+            elif isinstance(image, (str, os.PathLike)):
+                path = Path(image)
+                digest.update(path.read_bytes() if path.is_file() else str(image).encode())
+            elif hasattr(image, "shape") and hasattr(image, "dtype"):  # numpy array or torch tensor
+                import numpy as np
+
+                array = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image)
+                digest.update(f"{array.shape}{array.dtype}".encode())
+                digest.update(np.ascontiguousarray(array).tobytes())
+            else:
+                digest.update(f"{type(image).__name__}:{image!r}".encode())
+        except (OSError, TypeError, ValueError):
+            digest.update(f"unreadable:{type(image).__name__}:{str(image)[:200]}".encode())
     return digest.hexdigest()[:16]
 
 
 def _read_distilled(cache_dir: Path, key: str, digests: dict[str, str] | None = None) -> dict[str, dict]:
-    """Cached records by id; with `digests`, only those whose prompt and images match (records
-    written before digests existed are taken as they are)."""
+    """Cached records by id; with `digests`, only those whose prompt and images match. Records
+    written before digests were stored (older caches under a run's own output_dir, whose rows
+    are that recipe's own) are taken as they are."""
     records: dict[str, dict] = {}
     for shard in sorted(cache_dir.glob(f"selfdistill-{key}-rank*.jsonl")):
         with open(shard, encoding="utf-8") as handle:
