@@ -110,7 +110,7 @@ def _data_text(data: dict) -> str:
     if data.get("self_distill", {}).get("enabled"):
         sd = data["self_distill"]
         how = "greedy" if sd.get("temperature", 0) == 0 else f"sampled at T={sd['temperature']}"
-        return (f"{sources}: the target's own {how} answers (self-distilled once, cached under the run folder, "
+        return (f"{sources}: the target's own {how} answers (self-distilled once, cached under the run folder or self_distill.cache_dir, "
                 f"up to {sd.get('max_new_tokens')} tokens) to a wide prompt mix (describe / open questions / "
                 "short answers / chat / photos, `vlmspec.data.prompt_mix`); the target computes its logits and "
                 "features on the fly at every training step, nothing else cached")
