@@ -205,17 +205,24 @@ def reliability(probs: torch.Tensor, labels: torch.Tensor, bins: int = 10) -> li
 
 
 def calibration(predictor, data: dict, base_rate: float, next_base_rate: float | None = None) -> dict:
-    """Output 0 against its labels; with a next-token output, a "next" block for it too."""
+    """Output 0 against its labels; with a next-token output (and the training set's next-token
+    base rate for the constant baseline), a "next" block for it too."""
     with torch.inference_mode():
         probs = predictor(data["features"])
         next_logits = predictor.next_logits(data["features"])
     labels = data["labels"]
     report = _scores(probs, labels, base_rate)
-    has_next = ~torch.isnan(data["next_labels"]) if "next_labels" in data else None
-    if next_logits is not None and has_next is not None and bool(has_next.any()):
-        rate = float(data["next_labels"][has_next].mean()) if next_base_rate is None else next_base_rate
-        report["next"] = _scores(torch.sigmoid(next_logits[has_next]), data["next_labels"][has_next], rate)
+    has_next = _next_mask(data)
+    if next_logits is not None and next_base_rate is not None and bool(has_next.any()):
+        report["next"] = _scores(torch.sigmoid(next_logits[has_next]), data["next_labels"][has_next], next_base_rate)
     return report
+
+
+def _next_mask(data: dict) -> torch.Tensor:
+    """[N] bool: the rows that carry a next-token label (none when the data has no such labels)."""
+    if "next_labels" not in data:
+        return torch.zeros(len(data["labels"]), dtype=torch.bool)
+    return ~torch.isnan(data["next_labels"])
 
 
 def _scores(probs: torch.Tensor, labels: torch.Tensor, base_rate: float) -> dict:
@@ -232,8 +239,7 @@ def fit(train: dict, config: AcceptanceTrainConfig, validation: dict | None = No
     from ..drafters.acceptance import AcceptancePredictor
 
     torch.manual_seed(config.seed)
-    has_next_labels = "next_labels" in train and bool((~torch.isnan(train["next_labels"])).any())
-    outputs = config.outputs if has_next_labels else 1  # never ship a second head nothing trained
+    outputs = config.outputs if bool(_next_mask(train).any()) else 1  # never ship a second head nothing trained
     predictor = AcceptancePredictor(train["features"].shape[1], config.hidden, outputs)
     predictor.set_normalisation(train["features"])
     optimiser = torch.optim.AdamW(predictor.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -243,7 +249,7 @@ def fit(train: dict, config: AcceptanceTrainConfig, validation: dict | None = No
         logits = predictor.all_logits(data["features"])  # [N, outputs]
         loss = loss_fn(logits[:, 0], data["labels"])
         if outputs == 2:
-            has_next = ~torch.isnan(data["next_labels"])  # [N]
+            has_next = _next_mask(data)  # [N]
             if bool(has_next.any()):
                 loss = loss + loss_fn(logits[has_next, 1], data["next_labels"][has_next])
         return loss
@@ -326,7 +332,7 @@ def train_acceptance(config: AcceptanceTrainConfig, pipe=None) -> dict:
     predictor, best_epoch = fit(train, config, validation)
     predictor.fingerprint = drafter_fingerprint(chain)
     base_rate = float(train["labels"].mean())
-    has_next = ~torch.isnan(train["next_labels"])
+    has_next = _next_mask(train)
     next_rate = float(train["next_labels"][has_next].mean()) if bool(has_next.any()) else None
     report = {
         "drafter": drafter_name(original), "target": config.target or "vlmspec-default",
