@@ -212,6 +212,25 @@ def test_shipped_acceptance_predictor_fits_the_shipped_drafter(built_home):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["eagle", "vispec", "msd", "specvlm"])
+def test_every_shipped_drafter_is_token_identical_to_plain_greedy(built_home, kind):
+    """Each drafter shipped for the default model, loaded from the package as a user's spec would
+    load it, gives exactly plain greedy decoding on a test scene and on a text-only prompt."""
+    from vlmspec import NoDrafter, Pipeline, Target, TargetConfig
+    from vlmspec.data import generate_scene, split_seed
+    from vlmspec.drafters.registry import build_drafter
+
+    _, path = built_home
+    target = Target.load(path, TargetConfig(fast_cpu=False))
+    shipped = Path(dm.__file__).resolve().parent / "default_weights" / "drafters" / kind
+    drafted, plain = Pipeline(target, build_drafter(f"{kind}:{shipped}", target)), Pipeline(target, NoDrafter())
+    image = generate_scene(split_seed("test", 5), kind="shapes").image
+    for picture, prompt in ((image, "What do you see? Describe every shape."), (None, "Explain what a prime number is.")):
+        result = drafted.generate(picture, prompt, max_new_tokens=32)
+        assert result.token_ids == plain.generate(picture, prompt, max_new_tokens=32).token_ids, (kind, prompt)
+        assert result.lossless
+
+
 def test_shipped_example_answer_states_no_aspect_ratio(built_home):
     """examples/scene.png is tall (224x320) but the model sees a square resize: the shipped model's
     descriptions of it (and of wide / tall test scenes) never claim a wide or tall picture."""
