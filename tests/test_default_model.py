@@ -231,6 +231,36 @@ def test_every_shipped_drafter_is_token_identical_to_plain_greedy(built_home, ki
         assert result.lossless
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,shape", [("eagle", ""), ("msd", "?tree=dynamic&depth=3&top_k=3&total_tokens=8"),
+                                        ("specvlm", "?tree=dynamic&depth=4&top_k=4&total_tokens=12"), ("vispec", "")])
+def test_shipped_drafters_on_the_cpu_fast_path_in_bf16_stay_token_identical(built_home, kind, shape):
+    """The target on its packed float32 path and the drafter on bf16 copies of its weights (what
+    build_drafter picks where bf16 is cheap): greedy output is still exactly the target's own."""
+    from vlmspec import NoDrafter, Pipeline, Target, TargetConfig
+    from vlmspec.data import generate_scene, split_seed
+    from vlmspec.fast import FastConfig, accelerate_cpu, accelerate_drafter, restore
+    from vlmspec.drafters.registry import build_drafter
+
+    _, path = built_home
+    target = Target.load(path, TargetConfig(fast_cpu=False))
+    accelerate_cpu(target.model, FastConfig(backend="mkldnn"))
+    shipped = Path(dm.__file__).resolve().parent / "default_weights" / "drafters" / kind
+    drafter = build_drafter(f"{kind}:{shipped}{shape}", target)  # packed by measurement (the target is fast now)
+    for module in drafter.cpu_fast_modules():
+        restore(module)  # then force the bf16 path whatever this machine measured
+    report = accelerate_drafter(drafter, FastConfig(backend="mkldnn-bf16", reduced_precision=True, stock_rows=0,
+                                                    modules=("language_model", "lm_head")))
+    assert report.enabled and set(report.replaced.values()) == {"1-:mkldnn-bf16"}
+    drafted, plain = Pipeline(target, drafter), Pipeline(target, NoDrafter())
+    for seed in (3, 11):
+        image = generate_scene(split_seed("test", seed), kind="shapes").image
+        for picture, prompt in ((image, "Describe the image in detail."), (None, "Write a haiku about autumn.")):
+            result = drafted.generate(picture, prompt, max_new_tokens=40)
+            assert result.token_ids == plain.generate(picture, prompt, max_new_tokens=40).token_ids, (kind, prompt)
+            assert result.metrics.tau > 1.0
+
+
 def test_shipped_example_answer_states_no_aspect_ratio(built_home):
     """examples/scene.png is tall (224x320) but the model sees a square resize: the shipped model's
     descriptions of it (and of wide / tall test scenes) never claim a wide or tall picture."""

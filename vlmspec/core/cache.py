@@ -38,15 +38,15 @@ def keep_positions(cache: Cache, prefix_len: int, rows: list[int]) -> None:
     """Keep the first `prefix_len` positions plus positions prefix_len + r for r in `rows` (ascending).
 
     After a tree step `rows` is the accepted path ([0] for the root plus node rows): a
-    prefix of the new positions for chains (cheap truncation), a gather for trees.
+    prefix of the new positions for chains (cheap truncation). For trees only the accepted
+    rows move, in place, down to just after the prefix, and the rest is truncated: the
+    prefix (the whole prompt, image tokens included) is never copied.
     """
-    if rows == list(range(len(rows))):
-        truncate_cache(cache, prefix_len + len(rows))
-        return
-    for layer in cache.layers:
-        index = torch.cat([
-            torch.arange(prefix_len, device=layer.keys.device),
-            torch.tensor(rows, device=layer.keys.device) + prefix_len,
-        ])  # [prefix_len + len(rows)]
-        layer.keys = layer.keys.index_select(-2, index)  # [batch, heads, kept, head_dim]
-        layer.values = layer.values.index_select(-2, index)
+    if rows != list(range(len(rows))):
+        with torch.inference_mode():  # the cache's tensors were made by inference-mode forwards
+            for layer in cache.layers:
+                source = torch.tensor(rows, device=layer.keys.device) + prefix_len  # [len(rows)]
+                kept = slice(prefix_len, prefix_len + len(rows))
+                layer.keys[..., kept, :] = layer.keys.index_select(-2, source)  # [batch, heads, len(rows), head_dim]
+                layer.values[..., kept, :] = layer.values.index_select(-2, source)
+    truncate_cache(cache, prefix_len + len(rows))

@@ -72,14 +72,15 @@ FORMAT_VERSION = 1
 DRAFTER_KIND = "eagle"
 
 
-
-
 @dataclass(frozen=True)
 class _Shared:
-    """The target's modules a drafter uses by reference (never registered, never saved)."""
+    """The target's modules a drafter uses by reference (never registered, never saved), and
+    `trimmed`: the head's draft-vocabulary rows as a frozen nn.Linear (None when the vocabulary
+    is not trimmed or the head is trained), so the CPU fast path can pack them like any layer."""
 
     embed: nn.Module
     head: nn.Module
+    trimmed: nn.Module | None = None
 
 
 def _decoder_of(model) -> nn.Module:
@@ -205,10 +206,16 @@ class EagleDrafter(nn.Module, Drafter):
     def _bind(self, target) -> None:
         """Point the shared (frozen) embedding and LM head at `target`'s."""
         self.target = target
-        self._shared = _Shared(target.model.get_input_embeddings(), target.model.get_output_embeddings())
-        self._head_rows = None
+        embed, head = target.model.get_input_embeddings(), target.model.get_output_embeddings()
+        self._head_rows, trimmed = None, None
         if self.draft_vocab is not None and self.head_weight is None:
-            self._head_rows = self._shared.head.weight.detach()[self.draft_vocab]  # [N, H] a small sliced copy
+            self._head_rows = head.weight.detach()[self.draft_vocab]  # [N, H] a small sliced copy
+            if head.bias is None:
+                trimmed = nn.Linear(self.hidden_size, self._head_rows.shape[0], bias=False,
+                                    device=self._head_rows.device, dtype=self._head_rows.dtype)
+                trimmed.weight = nn.Parameter(self._head_rows, requires_grad=False)
+                trimmed.requires_grad_(False)
+        self._shared = _Shared(embed, head, trimmed)
 
     @property
     def max_depth(self) -> int | None:
@@ -401,9 +408,16 @@ class EagleDrafter(nn.Module, Drafter):
         head = self._shared.head
         if self.draft_vocab is None:
             return F.linear(hidden, head.weight.detach(), None if head.bias is None else head.bias.detach())
+        if self.head_weight is None and self._shared.trimmed is not None:
+            return self._shared.trimmed(hidden)  # the frozen draft-vocabulary rows (packed on CPU when that pays)
         weight = self.head_weight if self.head_weight is not None else self._head_rows
         bias = None if head.bias is None else head.bias.detach()[self.draft_vocab]
         return F.linear(hidden, weight, bias)
+
+    def cpu_fast_modules(self) -> list[nn.Module]:
+        """What the CPU fast path (vlmspec.fast.accelerate_drafter) may pack: this drafter's own
+        layers and its trimmed head; never the target's modules it shares."""
+        return [self] + ([self._shared.trimmed] if self._shared.trimmed is not None else [])
 
     def forward_train(
         self, input_embeds_ids: torch.Tensor, target_hidden: torch.Tensor, attention_mask: torch.Tensor | None = None

@@ -47,7 +47,23 @@ def build_drafter(spec: "str | Drafter | None", target) -> Drafter:
         if not getattr(drafter, "spec", None):
             drafter.spec = "none" if spec is None else str(spec)
     drafter.check_compatible(target)
+    _match_target_fast_path(drafter, target)
     return drafter
+
+
+def _match_target_fast_path(drafter: Drafter, target) -> None:
+    """When the target runs the CPU fast path (it was asked for and measured to pay), pack the
+    drafter's linears too, bf16 allowed (vlmspec/fast/drafter.py); its report goes in
+    `drafter.fast_cpu_report`. A drafter packed before keeps what it has."""
+    from ..core.autotune import has_packed_linears
+
+    model = getattr(target, "model", None)
+    if not hasattr(drafter, "cpu_fast_modules") or model is None or not has_packed_linears(model):
+        return
+    if getattr(drafter, "fast_cpu_report", None) is None:
+        from ..fast.drafter import accelerate_drafter
+
+        drafter.fast_cpu_report = accelerate_drafter(drafter).summary()
 
 
 def drafter_name(drafter: Drafter) -> str:

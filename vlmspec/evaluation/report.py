@@ -163,6 +163,7 @@ def summarize_records(
         entry["drafter"] = next((r["drafter"] for r in ok if r.get("drafter")), None)  # "auto -> eagle:DIR"
         entry["mean_draft_length"] = _mean([r["mean_draft_length"] for r in ok if r.get("mean_draft_length")])
         entry["draft_depth_cap"] = next((r["draft_depth_cap"] for r in ok if r.get("draft_depth_cap")), None)
+        entry["drafter_fast_cpu"] = next((r["drafter_fast_cpu"] for r in ok if r.get("drafter_fast_cpu")), None)
         peaks = [r["peak_memory_bytes"] for r in ok if r.get("peak_memory_bytes") is not None]
         deltas = [r["memory_delta_bytes"] for r in ok if r.get("memory_delta_bytes") is not None]
         entry["peak_memory_bytes"] = max(peaks) if peaks else None
@@ -355,7 +356,8 @@ def render_markdown(summary: dict, command: str | None = None) -> str:
         lines += ["", "Drafters (as resolved) and draft depth per step:", ""]
         for name, e in drafters.items():
             cap = f", capped at {e['draft_depth_cap']} by the drafter" if e.get("draft_depth_cap") else ""
-            lines.append(f"- `{name}`: `{e['drafter']}`, mean depth {_fmt(e.get('mean_draft_length'))}{cap}")
+            fast = f"; drafter fast_cpu: {e['drafter_fast_cpu']}" if e.get("drafter_fast_cpu") else ""
+            lines.append(f"- `{name}`: `{e['drafter']}`, mean depth {_fmt(e.get('mean_draft_length'))}{cap}{fast}")
     lines += _aggregate_sections(summary)
     lines += _category_sections(summary)
     if summary.get("warnings"):

@@ -360,6 +360,7 @@ class VlmspecMethod:
             memory_delta_bytes=delta,
             extra={"drafter": result.drafter, "mean_draft_length": metrics.mean_draft_length,
                    "draft_depth_cap": metrics.draft_depth_cap,
+                   "drafter_fast_cpu": getattr(self.pipe.drafter, "fast_cpu_report", None),
                    **({} if result.lossless else {"mode": result.verification,
                                                   "unchecked_tokens": metrics.unchecked_tokens})},
         )

@@ -2,6 +2,7 @@
 kept only where a measurement on the target says they pay (decide.py)."""
 
 from .decide import DecideConfig, TargetFastReport, accelerate_target, should_keep
+from .drafter import DRAFTER_FAST_CONFIG, accelerate_drafter
 from .cpu_linear import (
     BACKENDS,
     MODULE_GROUPS,
@@ -19,6 +20,8 @@ __all__ = [
     "DecideConfig",
     "TargetFastReport",
     "accelerate_target",
+    "DRAFTER_FAST_CONFIG",
+    "accelerate_drafter",
     "should_keep",
     "BACKENDS",
     "MODULE_GROUPS",

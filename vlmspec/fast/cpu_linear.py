@@ -12,8 +12,15 @@ Paths (all in this torch build, used through `torch.ops`, no extension to compil
             oneDNN inner product; any number of rows; row-invariant (row i of a k-row call equals a 1-row call).
   "mkl":    W' = torch.ops.mkl._mkl_reorder_linear_weight(W, R); y = torch.ops.mkl._mkl_linear(x, W', W, b, R)
             MKL packed GEMM for up to R rows; more rows (prefill) go through stock F.linear.
+  "mkldnn-bf16": the same oneDNN op on a bfloat16 copy of a float32 weight (activations cast to bf16,
+            the result back to float32, the bias added in float32). Only with
+            FastConfig(reduced_precision=True), which vlmspec sets for drafters and never for a target:
+            a drafter's output is a proposal the target checks, so its rounding changes speed, never
+            what is generated. Where bf16 GEMMs are native (AVX512-BF16, AMX) it is several times
+            cheaper than float32 for few rows; elsewhere the timing rejects it.
   "stock":  F.linear (what nn.Linear does).
-  "auto":   (default) per distinct weight shape, time stock vs "mkldnn" on 2, 4, 8, 16 rows and
+  "auto":   (default) per distinct weight shape, time stock vs "mkldnn" (and "mkldnn-bf16" where
+            allowed; the packed path faster over all row counts is kept) on 2, 4, 8, 16 rows and
             dispatch each call by its row count to the faster one (a per-shape "plan", e.g.
             "1:stock 2:stock 3-4:mkldnn 5-:mkldnn"); plans are cached per CPU / torch / threads in
             $VLMSPEC_HOME/fast/. Where oneDNN does not pay (an Intel CPU whose MKL GEMM is
@@ -61,9 +68,10 @@ import torch.nn.functional as F
 
 from ..core.autotune import PACKED_MARKER, has_packed_linears
 
-BACKENDS = ("auto", "mkldnn", "mkl", "stock")
+BACKENDS = ("auto", "mkldnn", "mkl", "mkldnn-bf16", "stock")  # mkldnn-bf16 only with reduced_precision
 MODULE_GROUPS = ("language_model", "lm_head", "projector", "vision")
 _PACKED_BACKENDS = ("mkldnn", "mkl")
+REDUCED_PATH = "mkldnn-bf16"  # a bf16 copy of a float32 weight: drafters only (FastConfig.reduced_precision)
 _TUNE_ROWS = (1, 2, 4, 8, 16)
 
 
@@ -82,12 +90,18 @@ class FastConfig:
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
     tune_repeats: int = 5  # "auto": timing repeats per (shape, path, rows)
     tune_cache: bool = True  # "auto": keep the per-shape plans in $VLMSPEC_HOME/fast/ (per CPU, torch, threads)
+    # "auto" may also time a bf16 copy of float32 weights ("mkldnn-bf16"). Never for a target (its
+    # float32 output is the reference); for a drafter it changes proposals, not outputs.
+    reduced_precision: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
             raise ValueError(f"FastConfig.enabled must be a bool, got {self.enabled!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"FastConfig.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend == "mkldnn-bf16" and self.reduced_precision is not True:
+            raise ValueError("FastConfig.backend='mkldnn-bf16' rounds float32 weights to bf16: it needs "
+                             "reduced_precision=True, which is for drafters only (never a target)")
         modules = (self.modules,) if isinstance(self.modules, str) else tuple(self.modules)
         unknown = [m for m in modules if m not in MODULE_GROUPS]
         if unknown or not modules:
@@ -104,6 +118,8 @@ class FastConfig:
         object.__setattr__(self, "dtypes", tuple(self.dtypes))
         if not isinstance(self.tune_cache, bool):
             raise ValueError(f"FastConfig.tune_cache must be a bool, got {self.tune_cache!r}")
+        if not isinstance(self.reduced_precision, bool):
+            raise ValueError(f"FastConfig.reduced_precision must be a bool, got {self.reduced_precision!r}")
         if not (isinstance(self.tune_repeats, int) and self.tune_repeats >= 1):
             raise ValueError(f"FastConfig.tune_repeats must be an int >= 1, got {self.tune_repeats!r}")
 
@@ -155,6 +171,10 @@ def available_backends() -> dict[str, str]:
 
 def _pack(backend: str, weight: torch.Tensor, mkl_rows: int) -> torch.Tensor:
     w = weight.detach()
+    if backend == REDUCED_PATH:
+        if not torch.backends.mkldnn.is_available():
+            raise RuntimeError("torch.backends.mkldnn is not available in this build")
+        return torch.ops.mkldnn._reorder_linear_weight(w.to(torch.bfloat16))  # [out, in] bf16, blocked
     if backend == "mkldnn":
         if not torch.backends.mkldnn.is_available():
             raise RuntimeError("torch.backends.mkldnn is not available in this build")
@@ -169,6 +189,10 @@ def _pack(backend: str, weight: torch.Tensor, mkl_rows: int) -> torch.Tensor:
 def _run(backend: str, x: torch.Tensor, packed: torch.Tensor, weight: torch.Tensor, bias, mkl_rows: int):
     if backend == "mkldnn":
         return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, bias, "none", [], "")  # [..., out]
+    if backend == REDUCED_PATH:
+        y = torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16).contiguous(), packed, None, "none", [], "")
+        y = y.to(x.dtype)  # [..., out]
+        return y if bias is None else y + bias
     rows = x.numel() // x.shape[-1]
     if rows > mkl_rows or rows == 0:
         return F.linear(x, weight, bias)
@@ -297,25 +321,28 @@ def _time_ms(fn, repeats: int) -> float:
 
 
 @torch.inference_mode()
-def _tune_shape(weight: torch.Tensor, bias, packed_path: str, config: FastConfig):
-    """Time stock vs the packed path per row count; return (plan, {path: {rows: ms}})."""
-    packed = _pack(packed_path, weight, config.mkl_max_rows)
+def _tune_shape(weight: torch.Tensor, bias, packed_paths: tuple[str, ...], config: FastConfig):
+    """Time stock vs each packed path per row count; keep the packed path cheapest over all row
+    counts and return (plan: per row count stock or that path, {path: {rows: ms}})."""
+    packed = {path: _pack(path, weight, config.mkl_max_rows) for path in packed_paths}
     rows_list = [r for r in _TUNE_ROWS if r > config.stock_rows]
-    timings: dict[str, dict[int, float]] = {"stock": {}, packed_path: {}}
+    timings: dict[str, dict[int, float]] = {"stock": {}, **{path: {} for path in packed_paths}}
     for rows in rows_list:
         x = torch.randn(1, rows, weight.shape[1], dtype=weight.dtype)  # [1, rows, in]
-        fns = {"stock": lambda x=x: F.linear(x, weight, bias),
-               packed_path: lambda x=x: _run(packed_path, x, packed, weight, bias, config.mkl_max_rows)}
+        fns = {"stock": lambda x=x: F.linear(x, weight, bias)}
+        fns.update({path: (lambda x=x, path=path: _run(path, x, packed[path], weight, bias, config.mkl_max_rows))
+                    for path in packed_paths})
         for fn in fns.values():
             fn()  # warm-up
-        for _ in range(2):  # interleaved rounds so background noise hits both paths alike
+        for _ in range(2):  # interleaved rounds so background noise hits every path alike
             for name, fn in fns.items():
                 ms = _time_ms(fn, config.tune_repeats)
                 timings[name][rows] = min(ms, timings[name].get(rows, float("inf")))
+    best = min(packed_paths, key=lambda path: sum(timings[path].values()))
     plan = [(config.stock_rows, "stock")] if config.stock_rows else []
     for i, rows in enumerate(rows_list):
         bound = _INF if i == len(rows_list) - 1 else rows
-        plan.append((bound, min(timings, key=lambda n: timings[n][rows])))
+        plan.append((bound, min(("stock", best), key=lambda n: timings[n][rows])))
     return _merge(plan), timings
 
 
@@ -366,8 +393,9 @@ def accelerate_cpu(model: nn.Module, config: FastConfig = FastConfig()) -> FastR
         return report
     status = available_backends()
     packed_path = "mkldnn" if config.backend == "auto" else config.backend
-    if status[packed_path]:
-        report.reason = f"the {packed_path} path is not usable in this torch build: {status[packed_path]}"
+    why_not = status["mkldnn" if packed_path == REDUCED_PATH else packed_path]
+    if why_not:
+        report.reason = f"the {packed_path} path is not usable in this torch build: {why_not}"
         return report
 
     try:
@@ -394,7 +422,9 @@ def accelerate_cpu(model: nn.Module, config: FastConfig = FastConfig()) -> FastR
         if weight.numel() < config.min_params:
             report.skipped[name] = f"{weight.numel()} weights < min_params={config.min_params}"
             continue
+        reduced = config.reduced_precision and config.backend in ("auto", REDUCED_PATH) and weight.dtype == torch.float32
         shape = f"{weight.shape[0]}x{weight.shape[1]}{'+bias' if bias is not None else ''}-{str(weight.dtype)[6:]}"
+        shape += "-bf16ok" if reduced else ""  # its own plan: a target's never holds the bf16 path
         if shape not in plan_by_shape:
             try:
                 if config.backend != "auto":
@@ -402,7 +432,8 @@ def accelerate_cpu(model: nn.Module, config: FastConfig = FastConfig()) -> FastR
                 elif shape in plans:
                     plan = tuple((int(b), str(p)) for b, p in plans[shape])
                 else:
-                    plan, timings = _tune_shape(weight, bias, packed_path, config)
+                    paths = (packed_path, REDUCED_PATH) if reduced and packed_path == "mkldnn" else (packed_path,)
+                    plan, timings = _tune_shape(weight, bias, paths, config)
                     report.shape_timings_ms[shape] = timings
                     plans[shape] = [list(item) for item in plan]
                     plans_changed = True
@@ -417,16 +448,21 @@ def accelerate_cpu(model: nn.Module, config: FastConfig = FastConfig()) -> FastR
         if all(path == "stock" for _, path in plan):
             report.skipped[name] = "stock linear measured fastest for every row count"
             continue
-        state = _PackState(backend=packed_path, mkl_rows=config.mkl_max_rows, plan=plan, dtype=weight.dtype)
+        layer_path = next(path for _, path in plan if path != "stock")  # the one packed path of this plan
+        if layer_path == REDUCED_PATH and not reduced:
+            report.skipped[name] = "a cached plan names the bf16 path, which this config does not allow"
+            continue
+        state = _PackState(backend=layer_path, mkl_rows=config.mkl_max_rows, plan=plan, dtype=weight.dtype)
         try:
             with torch.no_grad():
-                state.packed = _pack(packed_path, weight, config.mkl_max_rows)
+                state.packed = _pack(layer_path, weight, config.mkl_max_rows)
                 state.key = _weight_key(weight, bias)
                 probe = torch.randn(2, weight.shape[1], dtype=weight.dtype)  # [2, in]
-                got = _run(packed_path, probe, state.packed, weight, bias, config.mkl_max_rows)
+                got = _run(layer_path, probe, state.packed, weight, bias, config.mkl_max_rows)
                 want = F.linear(probe, weight, bias)
                 scale = float(want.abs().max()) + 1.0
-                tolerance = 1e-3 if weight.dtype == torch.float32 else 3e-2  # bf16 keeps ~3 significant digits
+                bf16 = weight.dtype != torch.float32 or layer_path == REDUCED_PATH
+                tolerance = 3e-2 if bf16 else 1e-3  # bf16 keeps ~3 significant digits
                 if not torch.isfinite(got).all() or float((got - want).abs().max()) > tolerance * scale:
                     raise RuntimeError("packed result differs from F.linear")
         except Exception as exc:

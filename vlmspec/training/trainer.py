@@ -361,7 +361,16 @@ class Trainer:
             last_eval = self.evaluate_tau(log=True)
         drafter_dir = self.output_dir / "drafter"
         self._export_drafter(drafter_dir)
+        self._shut_down_process_group()
         return TrainResult(drafter_dir, self.step, list(self.history), last_eval)
+
+    def _shut_down_process_group(self) -> None:
+        """End a multi-process run in order: every process reaches one last barrier, then each
+        destroys its process group (`end_training`). Left to interpreter exit, gloo's worker threads
+        could be torn down while still joinable, and a process aborted ("terminate called without
+        an active exception") after the run had finished and saved."""
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
 
     def _export_drafter(self, directory: Path) -> None:
         """Save the drafter in its own format (main process); FSDP shards are gathered first."""
