@@ -27,6 +27,11 @@ RUNS = {"greedy": "drafters-greedy", "T = 1": "drafters-t1", "in-dist": "drafter
 NAMES = {"plain": "plain `model.generate`", "none": "vlmspec, no drafting (`none`)",
          "hf-prompt-lookup": "transformers assisted (prompt lookup)", "prompt-lookup": "vlmspec prompt lookup"}
 SHIPPED = "vlmspec/models/default_weights/drafters/"
+WHY_FAILED = {  # what the error of a method that fails on some samples means
+    "hf-prompt-lookup": "transformers' prompt lookup copies n-grams of the prompt, image placeholder tokens included, "
+                        "into its candidates, so LLaVA meets more image tokens than image features; only the "
+                        "text-only prompts run, and its speedup is over those",
+}
 
 
 def label(method: str) -> str:
@@ -36,6 +41,18 @@ def label(method: str) -> str:
     path, _, query = rest.partition("?")
     where = "shipped" if path.startswith(SHIPPED) else path.removesuffix("/drafter").split("/")[-1]
     return f"vlmspec {kind} ({where}" + (f", {query.replace('&', ' ')})" if query else ")")
+
+
+def _machine() -> str:
+    """CPU model and whether it has native bf16 GEMMs (what the drafter fast path's timing exploits)."""
+    from vlmspec.core.autotune import cpu_name
+
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "ISA unknown"
+    return f"{cpu_name()} ({isa})"
 
 
 def _cell(summary: dict | None, method: str, key: str, fmt: str, over_none: bool = False) -> str:
@@ -109,6 +126,9 @@ def main() -> int:
         + f", {settings['max_new_tokens']} new tokens at most, warm-up {settings['warmup']}, repeats {settings['repeats']}"
         + (f"; in-distribution column: `{i['benchmark']['name']}`, {i['settings']['limit']} fresh rows of the "
            "training mix" if i else ""),
+        f"- machine (where this table was assembled; the runs record their own device line): {_machine()}",
+        *[f"- drafter fast path ({label(m)}): {e['drafter_fast_cpu']}" for m, e in first["methods"].items()
+          if e.get("drafter_fast_cpu") and "?" not in m],
         "- regenerate: the commands at the top of eval/make_results_table.py",
         "- per-sample detail: [greedy](results/drafters-greedy.md), [T = 1](results/drafters-t1.md), "
         f"[in distribution](results/drafters-indist.md); created {first['created']}",
@@ -124,6 +144,12 @@ def main() -> int:
                  _cell(t, m, "speedup_total", ".2f", over_none=True),
                  _cell(i, m, "tau", ".2f"), _cell(i, m, "speedup_total", ".2f")]
         lines.append("| " + " | ".join(cells) + " |")
+    failed = [(mode, m, e) for mode, s in summaries.items() for m, e in s["methods"].items() if e.get("errors")]
+    if failed:
+        lines += ["", "Methods that failed on some samples (their cells cover only the samples that ran):", ""]
+        lines += [f"- `{m}` ({mode}): {e['samples']} of {e['samples'] + e['errors']} samples ran; "
+                  f"{e['errors']} failed with `{(e.get('error_examples') or ['?'])[0]}`"
+                  + (f" ({WHY_FAILED[m]})" if m in WHY_FAILED else "") for mode, m, e in failed]
     skipped = {m: r for s in summaries.values() for m, r in s["skipped_methods"].items()}
     if skipped:
         lines += ["", "Skipped:", ""] + [f"- `{m}`: {r}" for m, r in skipped.items()]

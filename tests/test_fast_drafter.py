@@ -111,3 +111,38 @@ def test_build_drafter_follows_the_targets_fast_path(tiny_llava_path, tmp_path, 
     assert not any("bf16" in plan for plan in target_plans.values())
     again = build_drafter(drafter, fast)  # an instance built twice keeps its first report
     assert again.fast_cpu_report == drafter.fast_cpu_report
+
+
+def test_accelerate_target_refuses_reduced_precision(target):
+    from vlmspec.fast import accelerate_target
+
+    with pytest.raises(ValueError, match="drafters only"):
+        accelerate_target(target, FastConfig(reduced_precision=True))
+
+
+def test_an_optional_bf16_path_this_cpu_refuses_is_left_out(monkeypatch, tmp_path):
+    monkeypatch.setenv("VLMSPEC_HOME", str(tmp_path))
+    real_pack = cpu_linear._pack
+
+    def pack(backend, weight, rows):
+        if backend == cpu_linear.REDUCED_PATH:
+            raise RuntimeError("no bf16 kernels on this CPU")
+        return real_pack(backend, weight, rows)
+
+    monkeypatch.setattr(cpu_linear, "_pack", pack)
+    model = nn.Sequential(nn.Linear(256, 512))
+    rng_before = torch.random.get_rng_state()
+    report = accelerate_cpu(model, FastConfig(stock_rows=0, reduced_precision=True))
+    assert not report.fallbacks  # the fp32 packed path is still timed and may be kept
+    assert all("bf16" not in plan for plan in report.shape_choice.values())
+    assert torch.equal(torch.random.get_rng_state(), rng_before)  # timing inputs come from a local generator
+
+
+def test_a_rebind_to_an_equal_target_keeps_the_packed_trimmed_head(target):
+    drafter = _drafter(target, EagleConfig(), seed=1)
+    accelerate_drafter(drafter, FORCED_BF16)
+    packed_head = drafter._shared.trimmed
+    assert type(packed_head) is PackedLinear
+    twin = Target(target.model, target.processor)  # another Target object over the same model
+    drafter.check_compatible(twin)
+    assert drafter._shared.trimmed is packed_head and drafter.target is twin

@@ -634,3 +634,60 @@ def test_prompt_mix_source_needs_self_distillation_and_never_trains_on_heldout()
     open_train = {p.prompt for p in train if p.style != "short"}
     assert not open_train & {p.prompt for p in heldout if p.style != "short"}
     assert [p.prompt for p in prompt_mix(50, 0)] == [p.prompt for p in train[:50]]  # row i independent of n
+
+
+def test_a_source_can_self_distill_at_its_own_temperature(tiny_llava_path, tmp_path):
+    """data.sources[i].self_distill_temperature: that source's rows get sampled answers (cached
+    under their own key), the others the data-level greedy ones, in the sources' order."""
+    import dataclasses
+
+    from vlmspec.training.config import SelfDistillConfig
+    from vlmspec.training.data import load_source, self_distill
+
+    greedy_path = write_jsonl(tmp_path / "g.jsonl", [{"id": f"g{i}", "prompt": f"{WORDS[i]} {i}"} for i in range(3)])
+    sampled_path = write_jsonl(tmp_path / "s.jsonl", [{"id": f"s{i}", "prompt": f"{WORDS[i]} {i}"} for i in range(3)])
+    config = TrainConfig.from_dict({
+        "target": str(tiny_llava_path), "output_dir": str(tmp_path / "out"), "seed": 0, "progress_bar": False,
+        "data": {"sources": [{"kind": "jsonl", "path": sampled_path, "self_distill_temperature": 1.0},
+                             {"kind": "jsonl", "path": greedy_path}],
+                 "self_distill": {"enabled": True, "max_new_tokens": 8}},
+        "max_steps": 1, "batch_size": 2, "checkpoint_every": 0, "eval": {"every": 0, "at_end": False},
+    })
+    trainer = Trainer(config).setup()
+    shards = sorted((tmp_path / "out" / "self_distill").glob("*.jsonl"))
+    ids_per_key = {}
+    for shard in shards:
+        key = shard.name.split("-")[1]
+        ids_per_key.setdefault(key, set()).update(json.loads(line)["id"] for line in open(shard))
+    assert sorted(map(sorted, ids_per_key.values())) == [["g0", "g1", "g2"], ["s0", "s1", "s2"]]
+    # the same answers as distilling each source alone at its temperature
+    base = SelfDistillConfig(enabled=True, max_new_tokens=8)
+    source = config.data.sources[0]
+    alone = self_distill(load_source(source), trainer.target, str(tiny_llava_path),
+                         dataclasses.replace(base, temperature=1.0), tmp_path / "alone")
+    greedy_alone = self_distill(load_source(config.data.sources[1]), trainer.target, str(tiny_llava_path), base,
+                                tmp_path / "alone")
+    records = {json.loads(line)["id"]: json.loads(line)["token_ids"] for shard in shards for line in open(shard)}
+    assert [records[s.id] for s in alone] == [s.response_ids for s in alone]
+    assert [records[s.id] for s in greedy_alone] == [s.response_ids for s in greedy_alone]
+    with pytest.raises(InputError, match="self_distill_temperature"):
+        TrainConfig.from_dict({"target": "x", "data": {"sources": [{"kind": "jsonl", "path": "a.jsonl",
+                                                                     "self_distill_temperature": -1}]}})
+
+
+def test_greedy_self_distillation_cache_is_shared_across_lossless_drafters(llava_target):
+    """Greedy answers do not depend on the (lossless) drafter that sped them up, so the cache key
+    ignores it; sampled answers are realisations of that drafter's run, so there it counts."""
+    from vlmspec.training.config import SelfDistillConfig
+    from vlmspec.training.data import _distill_key
+
+    key = lambda **kw: _distill_key(llava_target, "tiny", SelfDistillConfig(enabled=True, **kw))  # noqa: E731
+    assert key(drafter="none") == key(drafter="prompt-lookup") == key(drafter="eagle:some/dir")
+    assert key(drafter="none", temperature=1.0) != key(drafter="prompt-lookup", temperature=1.0)
+    assert key(temperature=1.0) != key()
+
+
+def test_a_source_temperature_needs_self_distillation():
+    with pytest.raises(InputError, match="self_distill is not enabled"):
+        TrainConfig.from_dict({"target": "x", "data": {"sources": [{"kind": "jsonl", "path": "a.jsonl",
+                                                                     "self_distill_temperature": 1.0}]}})

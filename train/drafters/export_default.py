@@ -67,6 +67,16 @@ def copy_drafter(source: Path, dest: Path, shape: dict) -> int:
         (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
         os.chmod(tmp / "config.json", 0o644)
         os.chmod(tmp / "model.safetensors", 0o644)
+        # Files shipped beside the weights (the acceptance predictor and its calibration) belong to
+        # these weights: they stay when the weights are byte-identical, and go (with a note) when not.
+        old_weights = dest / "model.safetensors"
+        same = old_weights.is_file() and old_weights.read_bytes() == (tmp / "model.safetensors").read_bytes()
+        for extra in (dest.iterdir() if dest.is_dir() else ()):
+            if extra.is_file() and extra.name not in ("model.safetensors", "config.json"):
+                if same:
+                    shutil.copy2(extra, tmp / extra.name)
+                else:
+                    print(f"{dest.name}: new weights, so {extra.name} (made for the old ones) is not kept; retrain it")
 
     _atomic_dir(dest, fill)
     return (dest / "model.safetensors").stat().st_size
@@ -159,8 +169,8 @@ def card(kind: str, config_path: Path, config: dict, train: dict, size: int, voc
         f"  `python -m vlmspec.training --config {config_path.relative_to(ROOT)}` then",
         "  `python train/drafters/export_default.py ...` (this card).",
         f"- drafter config in training: `{json.dumps(config.get('drafter_config'))}`; the shipped copy drafts",
-        f"  `{json.dumps(shape)}`, the faster shape on this CPU in the held-out run (chain against a dynamic",
-        "  tree, eval/results/drafters-greedy.md; `Pipeline.autotune` re-decides per machine); override",
+        f"  `{json.dumps(shape)}`, the shape kept on this CPU (chain against dynamic trees in the held-out run,",
+        "  eval/results/drafters-greedy.md: ties keep the chain; `Pipeline.autotune` re-decides per machine); override",
         "  with `?tree=...`",
         f"- loss: `{json.dumps(config['loss'])}`",
         f"- optimiser: `{json.dumps(config['optim'])}`, batch {config['batch_size']}, "
@@ -210,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     sampled = json.loads(Path(args.sampled).read_text()) if args.sampled else None
     heldout = json.loads(Path(args.heldout).read_text()) if args.heldout else None
     indist = json.loads(Path(args.indist).read_text()) if args.indist else None
+    for kind in args.kinds:  # every run is checked before anything shipped is replaced
+        config_path = ROOT / "train" / "drafters" / "cpu" / f"{kind}.json"
+        run_dir = Path(args.runs) / kind if args.runs else ROOT / json.loads(config_path.read_text())["output_dir"]
+        missing = [name for name in ("drafter/model.safetensors", "drafter/config.json", "metrics.jsonl")
+                   if not (run_dir / name).is_file()]
+        if missing:
+            parser.error(f"{kind}: {run_dir} lacks {', '.join(missing)} (train it with {config_path.relative_to(ROOT)})")
     for kind in args.kinds:
         config_path = ROOT / "train" / "drafters" / "cpu" / f"{kind}.json"
         config = json.loads(config_path.read_text())
@@ -232,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         why = (f"highest greedy speedup in the {where} ({trained[best]:.2f}x)" if best
                else "no trained drafter beat prompt lookup")
         incumbent = _current_auto()
-        if best and incumbent in trained and incumbent != best and trained[incumbent] >= trained[best] * (1 - args.tie):
+        if (best and incumbent in trained and incumbent != best and trained[incumbent] >= trained[best] * (1 - args.tie)
+                and trained[incumbent] > (speed.get("prompt-lookup") or 0.0)):
             why = (f"within {args.tie:.0%} of the highest greedy speedup in the {where} ({trained[incumbent]:.2f}x vs "
                    f"{best} {trained[best]:.2f}x): a tie within run-to-run noise keeps the current choice")
             best = incumbent

@@ -207,6 +207,11 @@ class EagleDrafter(nn.Module, Drafter):
         """Point the shared (frozen) embedding and LM head at `target`'s."""
         self.target = target
         embed, head = target.model.get_input_embeddings(), target.model.get_output_embeddings()
+        before = getattr(self, "_shared", None)
+        same_place = before is not None and (before.trimmed is None or (
+            before.trimmed.weight.device == head.weight.device and before.trimmed.weight.dtype == head.weight.dtype))
+        if before is not None and before.head is head and before.embed is embed and same_place:
+            return  # the same modules (a rebind to an equal target object): keep the trimmed head, packed or not
         self._head_rows, trimmed = None, None
         if self.draft_vocab is not None and self.head_weight is None:
             self._head_rows = head.weight.detach()[self.draft_vocab]  # [N, H] a small sliced copy

@@ -154,8 +154,9 @@ class FastReport:
 def available_backends() -> dict[str, str]:
     """Packed paths this torch build offers: name -> "" when usable, else the reason it is not."""
     status: dict[str, str] = {}
-    w = torch.randn(8, 16)
-    x = torch.randn(2, 16)
+    generator = torch.Generator().manual_seed(0)  # the caller's RNG state is not touched
+    w = torch.randn(8, 16, generator=generator)
+    x = torch.randn(2, 16, generator=generator)
     ref = F.linear(x, w)
     for name in _PACKED_BACKENDS:
         try:
@@ -322,13 +323,27 @@ def _time_ms(fn, repeats: int) -> float:
 
 @torch.inference_mode()
 def _tune_shape(weight: torch.Tensor, bias, packed_paths: tuple[str, ...], config: FastConfig):
-    """Time stock vs each packed path per row count; keep the packed path cheapest over all row
-    counts and return (plan: per row count stock or that path, {path: {rows: ms}})."""
-    packed = {path: _pack(path, weight, config.mkl_max_rows) for path in packed_paths}
+    """Time stock vs each packed path per row count; keep the packed path that, used where it beats
+    stock, costs least over the row counts; return (plan: per row count stock or that path,
+    {path: {rows: ms}}). A packed path this CPU refuses (no bf16 oneDNN kernels, say) is left
+    out; if the first one fails the shape fails. Inputs come from a local generator: the
+    caller's RNG state is not touched."""
+    packed = {}
+    for path in packed_paths:
+        try:
+            packed[path] = _pack(path, weight, config.mkl_max_rows)
+            _run(path, torch.zeros(1, 2, weight.shape[1], dtype=weight.dtype), packed[path], weight, bias,
+                 config.mkl_max_rows)
+        except Exception:
+            if path == packed_paths[0]:
+                raise
+            packed.pop(path, None)  # an optional path (bf16) this machine cannot run
+    packed_paths = tuple(packed)
+    generator = torch.Generator().manual_seed(0)
     rows_list = [r for r in _TUNE_ROWS if r > config.stock_rows]
     timings: dict[str, dict[int, float]] = {"stock": {}, **{path: {} for path in packed_paths}}
     for rows in rows_list:
-        x = torch.randn(1, rows, weight.shape[1], dtype=weight.dtype)  # [1, rows, in]
+        x = torch.randn(1, rows, weight.shape[1], generator=generator).to(weight.dtype)  # [1, rows, in]
         fns = {"stock": lambda x=x: F.linear(x, weight, bias)}
         fns.update({path: (lambda x=x, path=path: _run(path, x, packed[path], weight, bias, config.mkl_max_rows))
                     for path in packed_paths})
@@ -338,7 +353,7 @@ def _tune_shape(weight: torch.Tensor, bias, packed_paths: tuple[str, ...], confi
             for name, fn in fns.items():
                 ms = _time_ms(fn, config.tune_repeats)
                 timings[name][rows] = min(ms, timings[name].get(rows, float("inf")))
-    best = min(packed_paths, key=lambda path: sum(timings[path].values()))
+    best = min(packed_paths, key=lambda path: sum(min(timings["stock"][r], timings[path][r]) for r in rows_list))
     plan = [(config.stock_rows, "stock")] if config.stock_rows else []
     for i, rows in enumerate(rows_list):
         bound = _INF if i == len(rows_list) - 1 else rows
@@ -428,7 +443,9 @@ def accelerate_cpu(model: nn.Module, config: FastConfig = FastConfig()) -> FastR
         if shape not in plan_by_shape:
             try:
                 if config.backend != "auto":
-                    plan = _merge(([(config.stock_rows, "stock")] if config.stock_rows else []) + [(_INF, packed_path)])
+                    # bf16 weights are bf16 already: the reduced-precision backend is plain oneDNN for them
+                    fixed = "mkldnn" if packed_path == REDUCED_PATH and weight.dtype != torch.float32 else packed_path
+                    plan = _merge(([(config.stock_rows, "stock")] if config.stock_rows else []) + [(_INF, fixed)])
                 elif shape in plans:
                     plan = tuple((int(b), str(p)) for b, p in plans[shape])
                 else:
@@ -457,7 +474,7 @@ def accelerate_cpu(model: nn.Module, config: FastConfig = FastConfig()) -> FastR
             with torch.no_grad():
                 state.packed = _pack(layer_path, weight, config.mkl_max_rows)
                 state.key = _weight_key(weight, bias)
-                probe = torch.randn(2, weight.shape[1], dtype=weight.dtype)  # [2, in]
+                probe = torch.randn(2, weight.shape[1], generator=torch.Generator().manual_seed(1)).to(weight.dtype)
                 got = _run(layer_path, probe, state.packed, weight, bias, config.mkl_max_rows)
                 want = F.linear(probe, weight, bias)
                 scale = float(want.abs().max()) + 1.0

@@ -78,6 +78,9 @@ def accelerate_target(
     """Accelerate `target.model` (a vlmspec Target) and keep it only if verification got faster."""
     from ..core.autotune import load_or_measure
 
+    if config.reduced_precision:
+        raise ValueError("accelerate_target: FastConfig(reduced_precision=True) would round the target's float32 "
+                         "weights to bf16, and the target's output is the reference; it is for drafters only")
     model = target.model
     restore(model)
     report = accelerate_cpu(model, config)

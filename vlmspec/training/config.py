@@ -125,6 +125,8 @@ class SourceConfig(_Section):
     text_only: bool = False
     limit: int | None = None  # at most this many rows from the source
     heldout: bool = False  # task "prompt_mix": the held-out set (never for training)
+    # data.self_distill.temperature for this source only (e.g. sampled T=0.7 / 1.0 answers beside greedy ones)
+    self_distill_temperature: float | None = None
 
     def __post_init__(self) -> None:
         _need_choice("source", "kind", self.kind, SOURCE_KINDS)
@@ -141,6 +143,8 @@ class SourceConfig(_Section):
         _need(isinstance(self.text_only, bool), f"source.text_only must be true or false; got {self.text_only!r}.")
         if self.limit is not None:
             _need_int("source", "limit", self.limit, 1)
+        if self.self_distill_temperature is not None:
+            _need_number("source", "self_distill_temperature", self.self_distill_temperature, 0.0)
 
 
 @dataclass(frozen=True)
@@ -228,6 +232,8 @@ class DataConfig(_Section):
         _need_choice("data", "on_overlong", self.on_overlong, OVERLONG_POLICIES)
         _need_int("data", "min_response_tokens", self.min_response_tokens, 1)
         answerless = [s for s in self.sources + self.text_sources if s.kind == "synthetic" and s.task == "prompt_mix"]
+        _need(self.self_distill.enabled or all(s.self_distill_temperature is None for s in self.sources + self.text_sources),
+              "data.sources sets self_distill_temperature but data.self_distill is not enabled; enable it or drop the field.")
         _need(not answerless or self.self_distill.enabled,
               'data.sources has task "prompt_mix", whose prompts have no answers; set "self_distill": '
               '{"enabled": true} so the target writes them.')

@@ -217,6 +217,10 @@ def _distill_key(target, target_name: str, config: SelfDistillConfig) -> str:
 
     settings = {k: v for k, v in config.to_dict().items()
                 if k not in ("batch_size", "cache_dir")}  # neither batching nor where it is kept changes a token
+    settings["temperature"] = float(settings["temperature"])  # 1 and 1.0 from JSON are one setting
+    if config.temperature == 0:  # greedy: every allowed drafter is lossless, so all give the same tokens
+        # keyed as the default drafter, so caches made with it keep their keys (those made with another get new ones)
+        settings["drafter"] = SelfDistillConfig().drafter
     payload = json.dumps({"target": target_fingerprint(target), **settings}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -25,6 +25,8 @@ the sampler's counters: the run continues with the same data order and the same 
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import logging
@@ -228,19 +230,33 @@ class Trainer:
     def _build_data(self) -> None:
         cfg, acc = self.config, self.accelerator
         data = cfg.data
-        raw: list[RawSample] = [s for source in data.sources for s in load_source(source)]
-        text_raw: list[RawSample] = [s for source in data.text_sources for s in load_source(source)]
+        groups = [(source, load_source(source)) for source in data.sources]  # (source, its rows)
+        text_groups = [(source, load_source(source)) for source in data.text_sources]
+        raw: list[RawSample] = [s for _, rows in groups for s in rows]
+        text_raw: list[RawSample] = [s for _, rows in text_groups for s in rows]
         _check_unique_ids(raw + text_raw)
         if data.self_distill.enabled:
             cache = Path(data.self_distill.cache_dir) if data.self_distill.cache_dir else self.output_dir / "self_distill"
-            distill = lambda samples: self_distill(  # noqa: E731
-                samples, self.target, cfg.target, data.self_distill, cache,
-                rank=acc.process_index, world_size=acc.num_processes, barrier=acc.wait_for_everyone,
-                progress=cfg.progress_bar and acc.is_local_main_process,
-            )
-            raw = distill(raw)
+
+            def distill(source_groups) -> list[RawSample]:
+                """The target's answers, at each source's own temperature where it sets one."""
+                out: list[RawSample] = []
+                for temperature in dict.fromkeys(s.self_distill_temperature for s, _ in source_groups):
+                    rows = [r for s, group in source_groups if s.self_distill_temperature == temperature for r in group]
+                    settings = data.self_distill if temperature is None else \
+                        dataclasses.replace(data.self_distill, temperature=float(temperature))
+                    done = {r.id: r for r in self_distill(
+                        rows, self.target, cfg.target, settings, cache,
+                        rank=acc.process_index, world_size=acc.num_processes, barrier=acc.wait_for_everyone,
+                        progress=cfg.progress_bar and acc.is_local_main_process,
+                    )}
+                    out += [done[r.id] for r in rows]
+                order = {r.id: i for i, r in enumerate(r for _, group in source_groups for r in group)}
+                return sorted(out, key=lambda r: order[r.id])  # the sources' own order, whatever the grouping
+
+            raw = distill(groups)
             if text_raw:
-                text_raw = distill(text_raw)
+                text_raw = distill(text_groups)
         samples = tokenize_samples(raw, self.target, data, self.report)
         text_samples = tokenize_samples(text_raw, self.target, data, self.report)
         global_batch = cfg.batch_size * acc.num_processes
@@ -366,9 +382,12 @@ class Trainer:
 
     def _shut_down_process_group(self) -> None:
         """End a multi-process run in order: every process reaches one last barrier, then each
-        destroys its process group (`end_training`). Left to interpreter exit, gloo's worker threads
+        destroys its process group (`end_training`), unless the caller passed its own accelerator
+        (then the group is the caller's). Left to interpreter exit, gloo's worker threads
         could be torn down while still joinable, and a process aborted ("terminate called without
         an active exception") after the run had finished and saved."""
+        if self._accelerator is not None:
+            return  # the caller's accelerator: its process group is the caller's to end
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
 
