@@ -43,10 +43,11 @@ def keep_positions(cache: Cache, prefix_len: int, rows: list[int]) -> None:
     prefix (the whole prompt, image tokens included) is never copied.
     """
     if rows != list(range(len(rows))):
+        source = torch.tensor(rows) + prefix_len  # [len(rows)] positions of the accepted rows
+        kept = slice(prefix_len, prefix_len + len(rows))  # where they go
         with torch.inference_mode():  # the cache's tensors were made by inference-mode forwards
             for layer in cache.layers:
-                source = torch.tensor(rows, device=layer.keys.device) + prefix_len  # [len(rows)]
-                kept = slice(prefix_len, prefix_len + len(rows))
+                source = source.to(layer.keys.device)
                 layer.keys[..., kept, :] = layer.keys.index_select(-2, source)  # [batch, heads, len(rows), head_dim]
                 layer.values[..., kept, :] = layer.values.index_select(-2, source)
     truncate_cache(cache, prefix_len + len(rows))

@@ -172,13 +172,11 @@ def available_backends() -> dict[str, str]:
 
 def _pack(backend: str, weight: torch.Tensor, mkl_rows: int) -> torch.Tensor:
     w = weight.detach()
-    if backend == REDUCED_PATH:
+    if backend in ("mkldnn", REDUCED_PATH):
         if not torch.backends.mkldnn.is_available():
             raise RuntimeError("torch.backends.mkldnn is not available in this build")
-        return torch.ops.mkldnn._reorder_linear_weight(w.to(torch.bfloat16))  # [out, in] bf16, blocked
-    if backend == "mkldnn":
-        if not torch.backends.mkldnn.is_available():
-            raise RuntimeError("torch.backends.mkldnn is not available in this build")
+        if backend == REDUCED_PATH:
+            w = w.to(torch.bfloat16)  # a bf16 copy of a float32 weight (drafters only)
         return torch.ops.mkldnn._reorder_linear_weight(w)  # [out, in] in oneDNN's blocked layout
     if backend == "mkl":
         if not torch.backends.mkl.is_available():

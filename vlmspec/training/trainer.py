@@ -26,7 +26,6 @@ the sampler's counters: the run continues with the same data order and the same 
 from __future__ import annotations
 
 import dataclasses
-
 import hashlib
 import json
 import logging
@@ -239,20 +238,18 @@ class Trainer:
             cache = Path(data.self_distill.cache_dir) if data.self_distill.cache_dir else self.output_dir / "self_distill"
 
             def distill(source_groups) -> list[RawSample]:
-                """The target's answers, at each source's own temperature where it sets one."""
-                out: list[RawSample] = []
+                """The target's answers, at each source's own temperature where it sets one, in the sources' order."""
+                answered: dict[str, RawSample] = {}
                 for temperature in dict.fromkeys(s.self_distill_temperature for s, _ in source_groups):
                     rows = [r for s, group in source_groups if s.self_distill_temperature == temperature for r in group]
                     settings = data.self_distill if temperature is None else \
                         dataclasses.replace(data.self_distill, temperature=float(temperature))
-                    done = {r.id: r for r in self_distill(
+                    answered.update((r.id, r) for r in self_distill(
                         rows, self.target, cfg.target, settings, cache,
                         rank=acc.process_index, world_size=acc.num_processes, barrier=acc.wait_for_everyone,
                         progress=cfg.progress_bar and acc.is_local_main_process,
-                    )}
-                    out += [done[r.id] for r in rows]
-                order = {r.id: i for i, r in enumerate(r for _, group in source_groups for r in group)}
-                return sorted(out, key=lambda r: order[r.id])  # the sources' own order, whatever the grouping
+                    ))
+                return [answered[r.id] for _, group in source_groups for r in group]
 
             raw = distill(groups)
             if text_raw:
