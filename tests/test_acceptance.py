@@ -134,11 +134,33 @@ def test_shipped_acceptance_recipe_loads_and_trains_on_rows_no_drafter_saw():
         AcceptanceTrainConfig.from_dict({**data, "epoch": 3})
 
 
-def test_cost_derived_threshold_is_the_break_even_point():
+def test_cost_derived_threshold_is_the_break_even_point_per_position():
     gate = AcceptanceGate(lambda f: 1.0, GateConfig(mode="stop"))
     verify = {1: 0.040, 2: 0.042, 3: 0.044, 4: 0.046}
-    gate.set_costs(0.006, lambda n: verify[n], drafted=2)
-    assert gate.threshold == pytest.approx((0.006 + 0.002) / 0.040)
+    gate.set_costs(0.006, lambda n: verify[n], tokens_per_second=25.0)
+    # after 2 drafted tokens a third adds one draft step and the verify of 4 rows instead of 3
+    assert gate.breakeven(2) == pytest.approx((0.006 + 0.002) * 25.0)
+    assert gate.threshold_after(2) == pytest.approx(0.2)
+
+
+def test_learned_stop_drafts_through_flat_verify_costs_and_stops_at_a_jump():
+    # verifying 2-4 rows costs what 1 does here; 5 rows switch to a slower kernel
+    verify = {1: 0.030, 2: 0.030, 3: 0.030, 4: 0.030, 5: 0.050, 6: 0.051, 7: 0.052}
+    drafts = []
+    for confidence in (0.9, 0.999):
+        gate = AcceptanceGate(lambda f: (confidence, confidence), GateConfig(mode="stop", max_length=6))
+        gate.set_costs(0.001, lambda n: verify[n], tokens_per_second=50.0)
+        gate.start()
+        n = 1
+        while n < 6 and gate.keep_drafting(torch.zeros(4)):
+            n += 1
+        drafts.append(n)
+    # 0.9: worth 0.9^4 = 0.66 of a token cannot pay the 20 ms jump (bar 0.95) -> stops at 3 drafted;
+    # a near-certain draft clears it and runs to the cap
+    assert drafts == [3, 6]
+    fixed = AcceptanceGate(lambda f: (0.9, 0.9), GateConfig(mode="stop", threshold=0.3))
+    fixed.set_costs(0.001, lambda n: verify[n], tokens_per_second=50.0)  # a given threshold is kept
+    assert fixed.threshold_after(3) == 0.3
 
 
 def test_verify_with_trusted_prefix_accepts_it_unchecked():

@@ -166,3 +166,12 @@ def test_no_answer_states_the_image_aspect_ratio():
         for style in PROMPT_STYLES:
             text = answer(scene, style, rng)
             assert not _ASPECT.search(text), (scene.seed, style, text)
+
+
+def test_list_answers_mostly_describe_each_item_in_a_sentence():
+    # a chat model's list item is a sentence, not a bare label: held-out list prompts are judged on length
+    scenes = [generate_scene(f"l{i}", kind="shapes", style="varied") for i in range(80)]
+    texts = [answer(s, "list", random.Random(i)) for i, s in enumerate(scenes)]
+    with_notes = sum(any(line.rstrip().endswith(".") and ". " in line for line in t.splitlines()) for t in texts)
+    assert with_notes >= len(texts) // 3
+    assert all(fact_check(t, s)["right"] == fact_check(t, s)["mentions"] for t, s in zip(texts, scenes))

@@ -633,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init-from", default=None, help="exported weights to continue from (skips stage 1)")
     parser.add_argument("--init-vision-only", action="store_true", default=None,
                         help="with --init-from: keep the ViT + projector, start the LoRA deltas fresh")
+    parser.add_argument("--no-finetune-vision", dest="finetune_vision", action="store_false", default=None,
+                        help="with --init-from: keep the loaded ViT and word head as they are (stage 2 only)")
     parser.add_argument("--stage-seed", type=int, default=None)
     parser.add_argument("--varied-share", type=float, default=None, help="share of varied-style training scenes")
     parser.add_argument("--replay-instructions", type=int, default=None, help="base-LM replay instructions")
@@ -653,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
                            description_eval_scenes=2)
     names = ("align_steps", "vision_steps", "train_scenes", "test_scenes", "val_scenes", "description_eval_scenes",
              "align_minutes", "threads", "init_from", "stage_seed", "varied_share", "replay_instructions", "lora_lr", "vision_lr",
-             "cell_steps", "cell_lr", "cell_weight", "init_vision_only", "oracle", "tune_vision_lr")
+             "cell_steps", "cell_lr", "cell_weight", "init_vision_only", "oracle", "tune_vision_lr", "finetune_vision")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     cfg = RecipeConfig(**{**asdict(cfg), **overrides})
     mcfg = DefaultModelConfig()

@@ -15,10 +15,13 @@ token | the tokens before it were accepted).
   which overestimates the next token's worth (s_i a_{i+1} <= s_i) and drafts past the
   break-even.
   The target verifies every drafted token as usual: nothing about the output changes, only
-  where drafting stops. The threshold is the break-even point from measured costs: one more
-  token is worth drafting when its expected gain (s tokens, each saving about one target
-  forward t_1) exceeds its cost (one draft step plus the extra verify time):
-  s > (t_draft + t_verify(n + 1) - t_verify(n)) / t_1.
+  where drafting stops. The threshold is the break-even point from measured costs, per
+  position: with n tokens drafted, one more is worth drafting when the tokens it is expected
+  to add pay for the time it adds at the rate the loop already achieves (R tokens/s,
+  measured), i.e. s_{n+1} > (t_draft + t_verify(n + 2) - t_verify(n + 1)) * R. Where
+  verifying one more token costs nothing (a flat stretch of the CPU's verify costs) the bar
+  is only the draft step; where the verify cost jumps (a slower kernel from that row count
+  on) the bar rises there and only a confident draft goes past it.
 - ``mode="approximate"`` (SPRINTER, Zhong et al. 2025, **not lossless**): tokens the
   predictor calls acceptable (a >= threshold) are committed without a target check;
   drafting stops at the first token it flags (or at the run cap), and the target checks
@@ -101,6 +104,8 @@ class AcceptanceGate:
         self.threshold = config.initial_threshold()
         self.start()
 
+        self._costs: tuple[float, Callable[[int], float], float] | None = None  # set_costs: draft s, verify(n) s, tokens/s
+
     def start(self) -> None:
         self.scores: list[float] = []  # predicted acceptance of each drafted token
         self.survival = 1.0
@@ -120,7 +125,7 @@ class AcceptanceGate:
         if self.config.mode == "stop":
             self.survival *= score
             worth = self.survival if next_score is None else self.survival * next_score  # ~ s_{i+1}
-            return worth >= self.threshold
+            return worth >= self.threshold_after(len(self.scores))
         if self._flagged:  # a tail token (or a drafter that ignored the last answer): never trusted
             self._tail_left -= 1
             return self._tail_left > 0
@@ -135,13 +140,24 @@ class AcceptanceGate:
         """Leading tokens of this draft committed without a target check (0 in stop mode)."""
         return min(self.trusted, drafted) if self.config.mode == "approximate" else 0
 
-    def set_costs(self, draft_seconds_per_token: float, verify_seconds: Callable[[int], float], drafted: int) -> None:
-        """Stop mode with no fixed threshold: the break-even survival from measured costs."""
-        if self.config.mode != "stop" or self.config.threshold is not None:
+    def set_costs(self, draft_seconds_per_token: float, verify_seconds: Callable[[int], float],
+                  tokens_per_second: float) -> None:
+        """Stop mode with no fixed threshold: the measured costs the per-position break-even uses."""
+        if self.config.mode != "stop" or self.config.threshold is not None or tokens_per_second <= 0:
             return
-        single = verify_seconds(1)
-        if single <= 0:
-            return
-        extra = max(verify_seconds(drafted + 2) - verify_seconds(drafted + 1), 0.0)
-        breakeven = (draft_seconds_per_token + extra) / single
-        self.threshold = min(max(breakeven, self.config.min_threshold), self.config.max_threshold)
+        self._costs = (draft_seconds_per_token, verify_seconds, tokens_per_second)
+
+    def breakeven(self, drafted: int) -> float:
+        """Expected tokens that one more drafted token (after `drafted`) must add to pay for itself."""
+        if self._costs is None:
+            return self.threshold
+        draft_seconds, verify_seconds, rate = self._costs
+        extra = verify_seconds(drafted + 2) - verify_seconds(drafted + 1)  # the root token is verified too
+        return (draft_seconds + extra) * rate
+
+    def threshold_after(self, drafted: int) -> float:
+        """The bar s_{drafted+1} must clear: fixed, or the break-even kept inside [min, max]."""
+        if self._costs is None:
+            return self.threshold
+        self.threshold = min(max(self.breakeven(drafted), self.config.min_threshold), self.config.max_threshold)
+        return self.threshold

@@ -173,6 +173,8 @@ class GatedLength(CostAwareLength):
         super().__init__(cap, 1, cap)
         self.gate = gate
         self.verify_seconds.update(verify_costs or {})
+        self.step_tokens: float | None = None  # smoothed tokens per step (bonus included)
+        self.step_seconds: float | None = None  # smoothed draft + verify seconds per step
 
     def next_length(self) -> int:
         self.gate.start()
@@ -183,5 +185,8 @@ class GatedLength(CostAwareLength):
 
     def observe(self, drafted, accepted, draft_seconds, verify_seconds) -> None:
         super().observe(drafted, accepted, draft_seconds, verify_seconds)
-        if self.draft_seconds_per_token is not None and self.verify_seconds:
-            self.gate.set_costs(self.draft_seconds_per_token, self.verify_cost, max(drafted, 1))
+        # the loop's own rate (tokens per second of drafting + verifying, bonus included) prices a token
+        self.step_tokens = self._smooth(self.step_tokens, accepted + 1.0)
+        self.step_seconds = self._smooth(self.step_seconds, draft_seconds + verify_seconds)
+        if self.draft_seconds_per_token is not None and self.verify_seconds and self.step_seconds > 0:
+            self.gate.set_costs(self.draft_seconds_per_token, self.verify_cost, self.step_tokens / self.step_seconds)

@@ -577,10 +577,14 @@ def _list_lines(items: list[str], rng: random.Random, allow_numbers: bool = True
 
 def _list_shapes(scene: Scene, rng: random.Random) -> str:
     ordered, _ = _order(scene.shapes, rng)
-    style = rng.choice(("paren", "dash", "words"))
+    # Chat models write a list item as a sentence or two, not a bare label: most answers do too.
+    style = rng.choice(("paren", "dash", "words", "sentence", "sentence", "sentence"))
     items = []
     for s in ordered:
-        if style == "paren":
+        if style == "sentence":  # "A large red circle, on the left. It is perfectly round, ..."
+            note = _kind_note(s, rng)
+            items.append(f"{_a(_np(s, rng, True))}, {_where(s, rng)}. {note}")
+        elif style == "paren":
             items.append(f"{_a(_np(s, rng, True))} ({s.position})")
         elif style == "dash":
             items.append(f"{s.size} {s.color} {s.kind} - {s.position}")
