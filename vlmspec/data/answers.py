@@ -591,8 +591,11 @@ def _list_shapes(scene: Scene, rng: random.Random) -> str:
         else:
             items.append(f"{_a(s.color + ' ' + s.kind)}, {s.size}, {_where(s, rng)}")
     n = len(items)
-    head = rng.choice(("", "Here are the objects:", "The image contains:", f"{_cap(_num(n))} item{'s' if n != 1 else ''}:",
-                       f"Here {'is' if n == 1 else 'are'} the {_num(n)} shape{'s' if n != 1 else ''} I can see:"))
+    counted = (f"{_cap(_num(n))} item{'s' if n != 1 else ''}:",
+               f"Here {'is' if n == 1 else 'are'} the {_num(n)} shape{'s' if n != 1 else ''} I can see:",
+               f"There {'is' if n == 1 else 'are'} {_num(n)} shape{'s' if n != 1 else ''} in the image:")
+    # sentence items say the count first: the list then has as many items as the model counted
+    head = rng.choice(counted if style == "sentence" else ("", "Here are the objects:", "The image contains:") + counted[:2])
     body = _list_lines(items, rng)
     tail = rng.choice(("" if n > 1 else "Nothing else appears in the image.", f"That makes {_num(n)} shape{'s' if n != 1 else ''} in total, on {_background(scene, rng)}.",
                        f"All of them are drawn on {_background(scene, rng)}." if n > 1 else
