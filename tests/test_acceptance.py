@@ -475,3 +475,22 @@ def test_eval_rows_of_approximate_output_carry_the_label(target, drafters, tiny_
     method = VlmspecMethod("approximate:x", Pipeline(target, chain, gate=gate), MemoryProbe(target.device))
     generation = method.generate(target.prepare([random_image(2)], "Describe this."), Sampling(max_new_tokens=12, temperature=0.0, top_p=None, top_k=None, seed=0))
     assert generation.extra["mode"] == "approximate (not lossless)"
+
+
+def test_gated_length_prices_a_draft_token_at_its_marginal_cost_and_the_loops_rate():
+    from vlmspec.core.schedule import GatedLength
+
+    seen = {}
+
+    class _Gate:
+        config = GateConfig(mode="stop", max_length=4)
+
+        def set_costs(self, draft, verify, rate):
+            seen.update(draft=draft, verify=verify(5), rate=rate)
+
+    schedule = GatedLength(_Gate(), {1: 0.030, 2: 0.030, 3: 0.031, 4: 0.032, 5: 0.040})
+    for drafted in (1, 2, 3, 1, 2, 3):  # each draft: 10 ms of catch-up work + 1 ms per token
+        schedule.observe(drafted, accepted=1, draft_seconds=0.010 + 0.001 * drafted, verify_seconds=0.030)
+    assert seen["draft"] == pytest.approx(0.001)  # the slope, not the 4-11 ms mean per token
+    assert seen["verify"] == pytest.approx(0.040)  # an unobserved length keeps its measured cost
+    assert 0 < seen["rate"] < 2 / 0.041  # two tokens per step over about 41-43 ms

@@ -67,7 +67,7 @@ class GateConfig:
     mode: str = "stop"
     threshold: float | None = None  # stop: None = the break-even point from measured costs; approximate: 0.5
     max_length: int = 8  # longest run drafted (SPRINTER caps at 20; a CPU verify of 20 tokens costs more)
-    min_threshold: float = 0.05  # the cost-derived threshold is kept inside [min, max]
+    min_threshold: float = 0.01  # the cost-derived threshold is kept inside [min, max] (a guard, not a tuning knob)
     max_threshold: float = 0.95
     verify_tail: int = 0  # approximate: tokens drafted after the flagged one, checked with it (0 = SPRINTER)
 

@@ -102,6 +102,16 @@ class AdaptiveLength(DraftSchedule):
             self.k = max(self.k - 1, self.low)
 
 
+def _fit_line(points: list[tuple[float, float]]) -> tuple[float, float, float]:
+    """Least squares through (x, y) points: (mean x, mean y, slope)."""
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    var = sum((x - mean_x) ** 2 for x, _ in points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / var if var else 0.0
+    return mean_x, mean_y, slope
+
+
 class CostAwareLength(DraftSchedule):
     """Pick k maximising expected tokens per second from measured costs and acceptance."""
 
@@ -130,11 +140,7 @@ class CostAwareLength(DraftSchedule):
         points = sorted(self.verify_seconds.items())
         if len(points) == 1:
             return points[0][1]
-        n = len(points)
-        mean_x = sum(x for x, _ in points) / n
-        mean_y = sum(y for _, y in points) / n
-        var = sum((x - mean_x) ** 2 for x, _ in points)
-        slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / var if var else 0.0
+        mean_x, mean_y, slope = _fit_line(points)
         return max(mean_y + max(slope, 0.0) * (tokens - mean_x), 1e-9)
 
     def expected_rate(self, k: int) -> float:
@@ -175,6 +181,7 @@ class GatedLength(CostAwareLength):
         self.verify_seconds.update(verify_costs or {})
         self.step_tokens: float | None = None  # smoothed tokens per step (bonus included)
         self.step_seconds: float | None = None  # smoothed draft + verify seconds per step
+        self.draft_seconds: dict[int, float] = {}  # tokens drafted -> smoothed seconds of that draft
 
     def next_length(self) -> int:
         self.gate.start()
@@ -188,5 +195,18 @@ class GatedLength(CostAwareLength):
         # the loop's own rate (tokens per second of drafting + verifying, bonus included) prices a token
         self.step_tokens = self._smooth(self.step_tokens, accepted + 1.0)
         self.step_seconds = self._smooth(self.step_seconds, draft_seconds + verify_seconds)
+        if drafted:
+            self.draft_seconds[drafted] = self._smooth(self.draft_seconds.get(drafted), draft_seconds)
         if self.draft_seconds_per_token is not None and self.verify_seconds and self.step_seconds > 0:
-            self.gate.set_costs(self.draft_seconds_per_token, self.verify_cost, self.step_tokens / self.step_seconds)
+            self.gate.set_costs(self.marginal_draft_seconds(), self.verify_cost, self.step_tokens / self.step_seconds)
+
+    def marginal_draft_seconds(self) -> float:
+        """What one more drafted token adds to a draft: the slope of draft time over draft length.
+
+        A draft's first step also pays fixed work (the drafter catching up on the accepted tokens),
+        so the mean time per token overrates the next one; the mean is the fallback until two
+        lengths have been seen."""
+        points = sorted(self.draft_seconds.items())
+        if len(points) < 2:
+            return self.draft_seconds_per_token or 0.0
+        return max(_fit_line(points)[2], 0.0)
