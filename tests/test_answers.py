@@ -174,4 +174,5 @@ def test_list_answers_mostly_describe_each_item_in_a_sentence():
     texts = [answer(s, "list", random.Random(i)) for i, s in enumerate(scenes)]
     with_notes = sum(any(line.rstrip().endswith(".") and ". " in line for line in t.splitlines()) for t in texts)
     assert with_notes >= len(texts) // 3
-    assert all(fact_check(t, s)["right"] == fact_check(t, s)["mentions"] for t, s in zip(texts, scenes))
+    checks = [fact_check(t, s) for t, s in zip(texts, scenes)]
+    assert all(c["right"] == c["mentions"] for c in checks)

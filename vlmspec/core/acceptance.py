@@ -101,10 +101,9 @@ class AcceptanceGate:
     def __init__(self, predict: Callable[[torch.Tensor], float], config: GateConfig = GateConfig()) -> None:
         self.predict = predict  # features [F] -> a = P(accepted | prefix accepted), or (a, P(next accepted))
         self.config = config
-        self.threshold = config.initial_threshold()
-        self.start()
-
+        self.threshold = config.initial_threshold()  # the bar until measured costs arrive (stop mode), or always
         self._costs: tuple[float, Callable[[int], float], float] | None = None  # set_costs: draft s, verify(n) s, tokens/s
+        self.start()
 
     def start(self) -> None:
         self.scores: list[float] = []  # predicted acceptance of each drafted token
@@ -159,5 +158,4 @@ class AcceptanceGate:
         """The bar s_{drafted+1} must clear: fixed, or the break-even kept inside [min, max]."""
         if self._costs is None:
             return self.threshold
-        self.threshold = min(max(self.breakeven(drafted), self.config.min_threshold), self.config.max_threshold)
-        return self.threshold
+        return min(max(self.breakeven(drafted), self.config.min_threshold), self.config.max_threshold)
