@@ -176,3 +176,36 @@ def test_list_answers_mostly_describe_each_item_in_a_sentence():
     assert with_notes >= len(texts) // 3
     checks = [fact_check(t, s) for t, s in zip(texts, scenes)]
     assert all(c["right"] == c["mentions"] for c in checks)
+
+
+def test_modal_description_varies_with_the_scene(monkeypatch):
+    """The keyed phrasing: the most likely description (what greedy decoding settles on) follows
+    the scene's content, so across scenes the wording is not one template. With the keyed choice
+    forced (p=1), one scene's opening repeats across draws and different scenes open differently."""
+    from vlmspec.data import answers as A
+
+    keyed = A._keyed
+    monkeypatch.setattr(A, "_keyed", lambda rng, options, key, p=0.8: keyed(rng, options, key, 1.0))
+    shapes = [s for s in SCENES if s.kind == "shapes" and len(s.shapes) > 1][:40]
+    opening = lambda s, seed: answer(s, "describe", random.Random(seed)).split(" ")[:3]  # noqa: E731
+    assert len({tuple(opening(s, 0)) for s in shapes}) >= 4  # several opening templates across scenes
+    assert all(len({tuple(opening(s, k)) for k in range(4)}) <= 2 for s in shapes[:5])  # ~stable per scene
+
+
+def test_keyed_choice_is_stable_per_key_and_random_otherwise():
+    from vlmspec.data.answers import _keyed
+
+    options = tuple("abcdefgh")
+    picks = {k: {_keyed(random.Random(s), options, k, p=1.0) for s in range(20)} for k in ("red", "blue", 3, (1, 2))}
+    assert all(len(v) == 1 for v in picks.values())
+    assert len({next(iter(v)) for v in picks.values()}) > 1
+    assert len({_keyed(random.Random(s), options, "red", p=0.0) for s in range(40)}) > 3
+
+
+def test_sample_dialogue_can_force_a_style():
+    rng = random.Random(0)
+    s = SCENES[0]
+    turns = sample_dialogue(s, rng, style="describe")
+    assert turns[0][0] in TRAIN_PROMPTS_WIDE["describe"]
+    with pytest.raises(ValueError, match="style must be one of"):
+        sample_dialogue(s, rng, style="poem")

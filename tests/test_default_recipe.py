@@ -222,6 +222,34 @@ def test_mix_masks_every_assistant_turn_and_only_those(recipe, tiny_llava_path):
     assert len(cut) == cut_spans[0][1] and not tok.decode(cut[cut_spans[0][0]:]).rstrip().endswith("im_end|>")
 
 
+def test_mix_describe_share_weights_descriptions(recipe, tiny_llava_path):
+    """describe_share=1: every dialogue opens with a describe prompt; 0: styles stay mixed; out of
+    [0, 1] is refused by name."""
+    from transformers import AutoProcessor
+
+    import mix
+    from vlmspec.data import generate_scene
+    from vlmspec.data.answers import TRAIN_PROMPTS_WIDE
+
+    processor = AutoProcessor.from_pretrained(tiny_llava_path)
+    tok = processor.tokenizer
+    image_id = tok.convert_tokens_to_ids("<image>")
+    scenes = [generate_scene(f"m{i}") for i in range(20)]
+    describe = TRAIN_PROMPTS_WIDE["describe"]
+    share_described = {}
+    for share in (0.0, 1.0):
+        m = mix.Mix(processor, image_id, 4, scenes, [], seed=0, describe_share=share)
+        texts = []
+        for step in (1, 2, 5, 6):  # the dialogue steps of STEP_CYCLE
+            kind, batch = m.step(step)
+            assert kind == "dialogue"
+            texts += [tok.decode(ids) for ids, _, _ in batch]
+        share_described[share] = sum(any(p in t for p in describe) for t in texts) / len(texts)
+    assert share_described[1.0] == 1.0 and share_described[0.0] < 0.5
+    with pytest.raises(ValueError, match="describe_share"):
+        mix.Mix(processor, image_id, 4, scenes, [], seed=0, describe_share=1.5)
+
+
 def test_a_huge_lone_shape_labels_every_cell_it_covers(recipe):
     # A lone huge shape spills over its neighbours: the cell heads of the tokens that see its
     # outline learn its kind too (the centre cell alone shows only its flat interior).

@@ -536,6 +536,36 @@ def test_target_fingerprint_cached_until_weights_change(targets, monkeypatch):
     assert eagle.target_fingerprint(target) == first
 
 
+def test_warm_start_accepts_another_fine_tune_only(targets, tmp_path):
+    """warm_start=True (the trainer's warm_start_from) loads a drafter of another fine-tune of the
+    same base model, and what it saves carries the new target's fingerprint; a plain load still
+    refuses it, and a drafter of another base (other embeddings) is refused even for a warm start."""
+    target = targets["llava"]
+    drafter = EagleDrafter.from_target(target, EagleConfig(tree="chain", depth=2), seed=1)
+    drafter.save_pretrained(tmp_path / "d")
+    weight = target.model.get_decoder().layers[-1].mlp.down_proj.weight
+    embed = target.model.get_input_embeddings().weight
+    before, embed_before = weight.detach().clone(), embed.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.add_(1e-3 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
+        with pytest.raises(DrafterMismatchError, match="layer_probe"):
+            EagleDrafter.from_pretrained(tmp_path / "d", target)
+        warm = EagleDrafter.from_pretrained(tmp_path / "d", target, warm_start=True)
+        for name, tensor in drafter.state_dict().items():
+            assert torch.equal(tensor, warm.state_dict()[name]), name
+        warm.save_pretrained(tmp_path / "warm")
+        assert EagleDrafter.from_pretrained(tmp_path / "warm", target).fingerprint() == eagle.target_fingerprint(target)
+        with torch.no_grad():
+            embed.add_(1e-2)
+        with pytest.raises(DrafterMismatchError, match="embed_sha256"):
+            EagleDrafter.from_pretrained(tmp_path / "d", target, warm_start=True)
+    finally:
+        with torch.no_grad():
+            weight.copy_(before)
+            embed.copy_(embed_before)
+
+
 def test_a_drafter_refuses_another_fine_tune_of_the_same_base(targets, tmp_path):
     """Same base model, same embeddings, but the decoder fine-tuned (as a LoRA merge does): the
     layer probe tells them apart, in float32 and across dtypes; an old config without it is named."""

@@ -284,6 +284,7 @@ def test_config_validation_and_json_round_trip(tmp_path):
         ({"drafter": "vispec", "drafter_config": {"num_q": 1}}, "drafter_config.*ViSpecConfig.num_q"),
         ({"drafter": "specvlm", "drafter_config": {"operators": ["blur"]}}, "drafter_config.*operators"),
         ({"drafter": "msd", "drafter_config": {"num_q": 2}}, "drafter_config.*Unknown"),
+        ({"init_from": "a", "warm_start_from": "b"}, "are exclusive"),
     ]:
         with pytest.raises(InputError, match=message):
             TrainConfig.from_dict({"target": "t", "output_dir": "o", **bad})

@@ -5,7 +5,7 @@ A step is one of four kinds (``STEP_CYCLE`` repeats):
 * ``qa``: short questions about a scene with a one-word / number answer (grounding);
 * ``dialogue``: open prompts in natural language (describe, list, count, compare, locate,
   read, chart, story), sometimes with follow-up turns (``vlmspec.data.answers``), on classic,
-  varied and photo scenes;
+  varied and photo scenes; ``describe_share`` of them are descriptions (the rest any style);
 * ``replay``: a text-only instruction answered by the base language model itself
   (``replay.base_answers``), so the LoRA keeps SmolLM2's chat behaviour;
 * ``replay_image``: the same, with an unrelated image attached (an image in the prompt does
@@ -86,7 +86,11 @@ def make_batch(examples, pad_id: int):
 class Mix:
     """Draws the examples of each alignment step (deterministic from ``seed``)."""
 
-    def __init__(self, processor, image_token_id: int, image_tokens: int, scenes, replay: list[dict], seed: int):
+    def __init__(self, processor, image_token_id: int, image_tokens: int, scenes, replay: list[dict], seed: int,
+                 describe_share: float = 0.0):
+        if not 0.0 <= describe_share <= 1.0:
+            raise ValueError(f"describe_share must be in [0, 1], got {describe_share}")
+        self.describe_share = describe_share
         self.processor, self.tokenizer = processor, processor.tokenizer
         self.image_token_id, self.image_tokens = image_token_id, image_tokens
         self.scenes, self.replay = scenes, [r for r in replay if r["answer"]]
@@ -110,7 +114,8 @@ class Mix:
                 batch.append(self._example([(question, answer)], i))
             elif kind == "dialogue":
                 i = rng.randrange(len(self.scenes))
-                batch.append(self._example(answers.sample_dialogue(self.scenes[i], rng), i))
+                style = "describe" if rng.random() < self.describe_share else None
+                batch.append(self._example(answers.sample_dialogue(self.scenes[i], rng, style=style), i))
             else:
                 item = rng.choice(self.replay)
                 row = rng.randrange(len(self.scenes)) if kind == "replay_image" else None

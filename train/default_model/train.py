@@ -94,6 +94,7 @@ class RecipeConfig:
     align_steps: int = 1400  # stage 2 on the v2 mix (train/default_model/mix.py), continuing the v1 LoRA
     replay_instructions: int = 240  # text instructions answered by the base LM for the replay steps
     lora_lr: float = 1e-3
+    describe_share: float = 0.0  # > 0: this share of dialogue examples is a description (else styles are uniform)
     test_scenes: int = 100
     description_eval_scenes: int = 10
     threads: int = 2
@@ -510,7 +511,8 @@ def train_alignment(model, processor, images, scenes, cfg: RecipeConfig, mcfg: D
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total[0]) / total[0]))
     )
-    mix = Mix(processor, image_token_id, mcfg.image_tokens, scenes, replay or [], cfg.seed + 7919 * cfg.stage_seed)
+    mix = Mix(processor, image_token_id, mcfg.image_tokens, scenes, replay or [], cfg.seed + 7919 * cfg.stage_seed,
+              describe_share=cfg.describe_share)
 
     model.train()
     model.model.vision_tower.eval()
@@ -639,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--varied-share", type=float, default=None, help="share of varied-style training scenes")
     parser.add_argument("--replay-instructions", type=int, default=None, help="base-LM replay instructions")
     parser.add_argument("--lora-lr", type=float, default=None)
+    parser.add_argument("--describe-share", type=float, default=None,
+                        help="share of stage-2 dialogues that are descriptions (0 = all styles equally)")
     parser.add_argument("--cell-steps", type=int, default=None, help="stage 1a steps (cell heads only)")
     parser.add_argument("--cell-lr", type=float, default=None)
     parser.add_argument("--vision-lr", type=float, default=None, help="stage 1b lr (cell + word heads)")
@@ -655,7 +659,8 @@ def main(argv: list[str] | None = None) -> int:
                            description_eval_scenes=2)
     names = ("align_steps", "vision_steps", "train_scenes", "test_scenes", "val_scenes", "description_eval_scenes",
              "align_minutes", "threads", "init_from", "stage_seed", "varied_share", "replay_instructions", "lora_lr", "vision_lr",
-             "cell_steps", "cell_lr", "cell_weight", "init_vision_only", "oracle", "tune_vision_lr", "finetune_vision")
+             "cell_steps", "cell_lr", "cell_weight", "init_vision_only", "oracle", "tune_vision_lr", "finetune_vision",
+             "describe_share")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     cfg = RecipeConfig(**{**asdict(cfg), **overrides})
     mcfg = DefaultModelConfig()

@@ -27,6 +27,7 @@ import math
 import random
 import re
 import string
+import zlib
 from typing import Sequence
 
 from vlmspec.data.synthetic import CELL_NAMES, COLORS, SHAPE_KINDS, SIZES, Scene, ShapeSpec
@@ -268,6 +269,16 @@ def _num(n: int) -> str:
     return NUMBER_WORDS[n] if 0 <= n < len(NUMBER_WORDS) else str(n)
 
 
+def _keyed(rng: random.Random, options: Sequence[str], key: object, p: float = 0.8) -> str:
+    """Pick a phrasing: with probability ``p`` the one tied to ``key`` (something the image shows,
+    e.g. a shape's colour), else any. Uniform choices teach a model one modal template that greedy
+    decoding repeats for every image; choices tied to visible content make its wording vary with
+    the scene, as a real VLM's does."""
+    if rng.random() < p:
+        return options[zlib.crc32(repr(key).encode()) % len(options)]
+    return rng.choice(options)
+
+
 def _colour_word(rng: random.Random) -> str:
     return rng.choice(("colour", "color"))
 
@@ -304,10 +315,10 @@ def _background(scene: Scene, rng: random.Random) -> str:
         return rng.choice(("a photograph", "a photographic background", "a real photo used as the backdrop"))
     texture = getattr(scene, "texture", "flat")
     if texture == "gradient":
-        return rng.choice((f"a {bg} background with a soft gradient", f"a shaded {bg} background"))
+        return _keyed(rng, (f"a {bg} background with a soft gradient", f"a shaded {bg} background"), bg)
     if texture == "noise":
-        return rng.choice((f"a grainy {bg} background", f"a slightly noisy {bg} backdrop"))
-    return rng.choice((f"a plain {bg} background", f"a {bg} background", f"a flat {bg} backdrop"))
+        return _keyed(rng, (f"a grainy {bg} background", f"a slightly noisy {bg} backdrop"), bg)
+    return _keyed(rng, (f"a plain {bg} background", f"a {bg} background", f"a flat {bg} backdrop"), bg)
 
 
 def _pair_distances(scene: Scene) -> list[tuple[float, ShapeSpec, ShapeSpec]]:
@@ -425,7 +436,7 @@ def _shape_sentence(sh: ShapeSpec, rng: random.Random, first: bool) -> str:
     ]
     if not first:
         t += [f"Next, {_a(what)} appears {where}.", f"Also, {_a(what)} is {where}.", f"Then comes {_a(what)}, {where}."]
-    return rng.choice(t)
+    return _keyed(rng, t, (sh.color, first))
 
 
 _KIND_NOTES = {  # true of every shape of the kind; no other kind is named (fact_check counts kinds)
@@ -443,7 +454,7 @@ _KIND_NOTES = {  # true of every shape of the kind; no other kind is named (fact
 
 
 def _kind_note(sh: ShapeSpec, rng: random.Random) -> str:
-    return rng.choice(_KIND_NOTES[sh.kind])
+    return _keyed(rng, _KIND_NOTES[sh.kind], sh.color)
 
 
 def _background_note(scene: Scene, rng: random.Random) -> str:
@@ -453,8 +464,8 @@ def _background_note(scene: Scene, rng: random.Random) -> str:
     texture = getattr(scene, "texture", "flat")
     feel = {"gradient": "shades softly from one tone to another", "noise": "has a fine, grainy texture"}.get(
         texture, "is a single even colour")
-    return rng.choice((f"The {scene.background} background {feel}.", f"Behind everything, the background {feel}.",
-                       f"The backdrop, {scene.background}, {feel}."))
+    return _keyed(rng, (f"The {scene.background} background {feel}.", f"Behind everything, the background {feel}.",
+                        f"The backdrop, {scene.background}, {feel}."), scene.shapes[0].color if scene.shapes else "")
 
 
 _SYMMETRY = {"square": 90.0, "triangle": 120.0, "hexagon": 60.0, "star": 72.0}
@@ -477,7 +488,7 @@ def _pose(sh: ShapeSpec, rng: random.Random) -> str:
 
 
 def _order(shapes: Sequence[ShapeSpec], rng: random.Random) -> tuple[list[ShapeSpec], str]:
-    mode = rng.choice(("position", "size", "colour", "random", "column"))
+    mode = _keyed(rng, ("position", "size", "colour", "random", "column"), len(shapes))
     if mode == "position":
         return sorted(shapes, key=lambda s: s.cell), "going from top to bottom"
     if mode == "column":
@@ -496,14 +507,14 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
     n = len(shapes)
     noun = "shape" if n == 1 else "shapes"
     bg = _background(scene, rng)
-    opening = rng.choice((
+    opening = _keyed(rng, (
         f"The image shows {_num(n)} {noun} on {bg}.",
         f"This picture contains {_num(n)} flat, coloured {noun} drawn on {bg}.",
         f"In this image there {'is' if n == 1 else 'are'} {_num(n)} {noun} against {bg}.",
         f"I can see {_num(n)} {noun} here, set on {bg}.",
         f"{_cap(_num(n))} simple {noun} {'is' if n == 1 else 'are'} drawn on {bg}.",
         f"Here we have {bg} with {_num(n)} {noun} on it.",
-    ))
+    ), (scene.background, n))
     ordered, how = _order(shapes, rng)
     body = [_shape_sentence(s, rng, i == 0) for i, s in enumerate(ordered)]
     for i, s in enumerate(ordered[:3]):  # what the shapes look like, as a real describer adds
@@ -524,11 +535,11 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
             f"Its {_colour_word(rng)} is {sh.color}, and it is {sh.size} compared with the frame.",
         )))
     if n > 1 and rng.random() < 0.85:
-        extra.append(rng.choice((
+        extra.append(_keyed(rng, (
             f"The {_colour_word(rng)}s used are {_join(sorted(s.color for s in shapes))}, one per shape.",
             f"Each shape has its own {_colour_word(rng)}, so no two share one.",
             f"Altogether that makes {_num(n)} shapes: {_join([_a(s.kind) for s in ordered])}.",
-        )))
+        ), ordered[0].color if ordered else n))
     sizes = {s.size for s in shapes}
     if n > 1 and len(sizes) == 1 and rng.random() < 0.6:
         extra.append(f"All of them are {shapes[0].size} in size.")
@@ -544,15 +555,15 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
         elif all(q > 1.4 for q, _, _ in pairs):
             extra.append(rng.choice(("None of the shapes overlap.", "The shapes are spread out and do not touch.")))
     outlined = getattr(scene, "outline", False)
-    closing = rng.choice((
+    closing = _keyed(rng, (
         "", "The shapes are filled with solid colour" + (", each with an outline." if outlined else " and have no outlines."),
         "The shapes are drawn in a simple, flat style.", "There is nothing else in the picture.",
         "It is a simple, tidy composition.", "No text or numbers appear in the image.",
-    ))
+    ), (ordered[-1].kind, ordered[-1].color) if ordered else n)
     if n == 1:
-        closing = " ".join(x for x in (closing, rng.choice((
+        closing = " ".join(x for x in (closing, _keyed(rng, (
             "The rest of the image is empty.", "Apart from it, the image is blank.",
-            "There is plenty of empty space around it.", "Nothing else is drawn around it."))) if x)
+            "There is plenty of empty space around it.", "Nothing else is drawn around it."), shapes[0].kind)) if x)
     if scene.background == "photo":
         closing = rng.choice(("Behind the shapes, the photograph's own details are hard to make out.",
                               "The photo underneath is only a backdrop; its details are not clear."))
@@ -762,14 +773,14 @@ def _text_answer(scene: Scene, style: str, rng: random.Random) -> str:
             f'"{t.text}" - a {kind}, in {col}.',
         ))
     if style == "describe":
-        s = [rng.choice((
+        s = [_keyed(rng, (
             f"The image shows {thing} written in large {col} letters on {bg}.",
             f"This picture contains {thing} in bold {col} text.",
             f"{_cap(thing)} is printed in {col} on {bg}.",
             f"All there is here is {thing}, in {col}.",
-        ))]
-        s.append(rng.choice((f"It is placed {where}.", f"The text sits {where}, centred horizontally.",
-                             f"You'll find it {where}.")))
+        ), col)]
+        s.append(_keyed(rng, (f"It is placed {where}.", f"The text sits {where}, centred horizontally.",
+                              f"You'll find it {where}."), t.cell))
         if t.is_number:
             s.append(f"The number has {'one digit' if len(t.text) == 1 else 'two digits'}.")
         elif rng.random() < 0.7:
@@ -960,10 +971,15 @@ def follow_ups(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
     return rng.sample(cands, min(k, len(cands)))
 
 
-def sample_dialogue(scene: Scene, rng: random.Random, heldout: bool = False) -> list[tuple[str, str]]:
-    """A chat: one (prompt, answer) turn of a random style, then with p~0.3 one or two follow-ups."""
+def sample_dialogue(scene: Scene, rng: random.Random, heldout: bool = False,
+                    style: str | None = None) -> list[tuple[str, str]]:
+    """A chat: one (prompt, answer) turn of ``style`` (random when None), then with p~0.3 one or
+    two follow-ups."""
     prompts = HELDOUT_PROMPTS if heldout else TRAIN_PROMPTS_WIDE
-    style = rng.choice(sorted(prompts))
+    if style is None:
+        style = rng.choice(sorted(prompts))
+    elif style not in prompts:
+        raise ValueError(f"style must be one of {sorted(prompts)}, got {style!r}")
     turns = [(rng.choice(prompts[style]), answer(scene, style, rng))]
     if rng.random() < 0.3:
         turns += follow_ups(scene, rng)

@@ -299,8 +299,13 @@ class EagleDrafter(nn.Module, Drafter):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, target, config: EagleConfig | None = None) -> "EagleDrafter":
-        """Load a saved drafter for `target` (safetensors only). `config` may override how it drafts."""
+    def from_pretrained(cls, directory: str | os.PathLike, target, config: EagleConfig | None = None,
+                        *, warm_start: bool = False) -> "EagleDrafter":
+        """Load a saved drafter for `target` (safetensors only). `config` may override how it drafts.
+
+        ``warm_start=True`` (training only) also accepts a drafter trained for another fine-tune of
+        the same base model (the fingerprint differs only in the decoder-layer probe): its weights
+        then start a new training run, and the result carries `target`'s fingerprint."""
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         if not config_path.is_file() or not weights_path.is_file():
@@ -325,6 +330,8 @@ class EagleDrafter(nn.Module, Drafter):
         saved_print = meta.get("target_fingerprint") or {}
         actual = target_fingerprint(target)
         differences = fingerprint_mismatch(saved_print, actual)
+        if warm_start:
+            differences = [d for d in differences if not d.startswith("layer_probe: the target's decoder weights")]
         if differences:
             raise DrafterMismatchError(
                 f"The EAGLE drafter in {directory} was trained for another target ({'; '.join(differences)}). "

@@ -85,12 +85,14 @@ class DrafterTrainingAdapter(Protocol):
 
 
 def _load_or_create(drafter_cls, config_cls, target, drafter_config: dict, *, init_from, draft_vocab,
-                    init_layer_from_target: bool, seed: int):
+                    init_layer_from_target: bool, seed: int, warm_start_from=None):
     """A drafter of an EagleDrafter class: loaded from ``init_from`` (``drafter_config`` may then
-    only change how it drafts) or freshly built for ``target``."""
-    if init_from:
+    only change how it drafts), warm-started from ``warm_start_from`` (a drafter of another
+    fine-tune of the same base model) or freshly built for ``target``."""
+    if init_from or warm_start_from:
         config = config_cls.from_dict(drafter_config) if drafter_config else None
-        return drafter_cls.from_pretrained(init_from, target, config)
+        return drafter_cls.from_pretrained(init_from or warm_start_from, target, config,
+                                           warm_start=bool(warm_start_from))
     return drafter_cls.from_target(target, config_cls.from_dict(drafter_config), draft_vocab=draft_vocab,
                                    init_layer_from_target=init_layer_from_target, seed=seed)
 
@@ -104,11 +106,13 @@ class EagleAdapter:
         self.drafter = drafter
 
     @classmethod
-    def build(cls, target, drafter_config: dict, *, init_from=None, draft_vocab=None, init_layer_from_target=False, seed=0):
+    def build(cls, target, drafter_config: dict, *, init_from=None, draft_vocab=None, init_layer_from_target=False, seed=0,
+              warm_start_from=None):
         from ..drafters.eagle import EagleConfig, EagleDrafter
 
         return cls(_load_or_create(EagleDrafter, EagleConfig, target, drafter_config, init_from=init_from,
-                                   draft_vocab=draft_vocab, init_layer_from_target=init_layer_from_target, seed=seed))
+                                   draft_vocab=draft_vocab, init_layer_from_target=init_layer_from_target, seed=seed,
+                                   warm_start_from=warm_start_from))
 
     def trainable_parameters(self) -> list:
         return [p for p in self.drafter.parameters() if p.requires_grad]
@@ -264,9 +268,13 @@ def build_adapter(
     draft_vocab=None,
     init_layer_from_target: bool = False,
     seed: int = 0,
+    warm_start_from: str | None = None,
 ) -> DrafterTrainingAdapter:
-    """The training adapter of a new (or `init_from`-loaded) drafter of `kind` for `target`."""
+    """The training adapter of a new (or `init_from`-loaded, or `warm_start_from`-initialised)
+    drafter of `kind` for `target`."""
     options = dict(init_from=init_from, draft_vocab=draft_vocab, init_layer_from_target=init_layer_from_target, seed=seed)
+    if warm_start_from:
+        options["warm_start_from"] = warm_start_from
     factory = _ADAPTERS.get(kind)
     if factory is not None:
         return factory(target, drafter_config, **options)
@@ -277,7 +285,8 @@ def build_adapter(
     if drafter_cls is None:
         raise ModelLoadError(f"{module.__name__} has make_training_adapter but no drafter class to build.")
     drafter = _load_or_create(drafter_cls, config_cls, target, drafter_config, init_from=init_from,
-                              draft_vocab=draft_vocab, init_layer_from_target=init_layer_from_target, seed=seed)
+                              draft_vocab=draft_vocab, init_layer_from_target=init_layer_from_target, seed=seed,
+                              warm_start_from=warm_start_from)
     if hasattr(module, "make_training_adapter"):
         return module.make_training_adapter(drafter)
     return VisionDrafterAdapter(drafter, kind)
@@ -288,5 +297,6 @@ _ADAPTERS: dict[str, AdapterFactory] = {"eagle": EagleAdapter.build}
 
 
 def register_adapter(kind: str, factory: AdapterFactory) -> None:
-    """factory(target, drafter_config: dict, *, init_from, draft_vocab, init_layer_from_target, seed) -> adapter."""
+    """factory(target, drafter_config: dict, *, init_from, draft_vocab, init_layer_from_target, seed
+    [, warm_start_from]) -> adapter."""
     _ADAPTERS[kind] = factory

@@ -356,6 +356,8 @@ class TrainConfig(_Section):
     drafter: str = "eagle"  # eagle | vispec | msd | specvlm
     drafter_config: dict = field(default_factory=dict)  # fields of the drafter kind's config (EagleConfig, ...)
     init_from: str | None = None  # a saved drafter to continue from
+    warm_start_from: str | None = None  # a drafter of another fine-tune of the same base model (e.g. the previous
+    # default model's): its weights and draft vocabulary start this run, which saves it for this target
     init_layer_from_target: bool = False
     draft_vocab_size: int | None = None  # VocabTrim: keep the N most frequent response tokens
     data: DataConfig = field(default_factory=lambda: DataConfig(sources=(SourceConfig(),)))
@@ -384,6 +386,9 @@ class TrainConfig(_Section):
         _check_drafter_config(self.drafter, self.drafter_config)
         if self.draft_vocab_size is not None:
             _need_int("TrainConfig", "draft_vocab_size", self.draft_vocab_size, 1)
+        _need(not (self.init_from and self.warm_start_from),
+              "TrainConfig.init_from (continue a drafter of this target) and warm_start_from (start from a drafter "
+              "of another fine-tune of the same base model) are exclusive; set one.")
         for name in ("batch_size", "grad_accum", "max_steps", "log_every", "keep_checkpoints"):
             _need_int("TrainConfig", name, getattr(self, name), 1)
         _need_int("TrainConfig", "checkpoint_every", self.checkpoint_every, 0)

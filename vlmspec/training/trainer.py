@@ -198,7 +198,7 @@ class Trainer:
         draft_vocab = self._draft_vocab()
         self.adapter = build_adapter(
             cfg.drafter, self.target, cfg.drafter_config, init_from=cfg.init_from, draft_vocab=draft_vocab,
-            init_layer_from_target=cfg.init_layer_from_target, seed=cfg.seed,
+            init_layer_from_target=cfg.init_layer_from_target, seed=cfg.seed, warm_start_from=cfg.warm_start_from,
         )
         drafter = self.adapter.drafter
         drafter.float().train()
@@ -296,7 +296,7 @@ class Trainer:
 
     def _draft_vocab(self):
         size = self.config.draft_vocab_size
-        if size is None or self.config.init_from:
+        if size is None or self.config.init_from or self.config.warm_start_from:  # the loaded drafter's own
             return None
         from ..drafters.eagle import frequent_tokens
 
