@@ -1,6 +1,6 @@
 """Ship the drafters trained for the default model: package data, cards, and the "auto" choice.
 
-For each kind trained with `train/drafters/cpu/<kind>.json` this copies the run's
+For each kind trained with `train/drafters/cpu/<kind>.json` (or `--recipes DIR`) this copies the run's
 `<output_dir>/drafter/` (weights as fp16: the drafter only proposes, so its precision
 never changes an output) into `vlmspec/models/default_weights/drafters/<kind>/`, writes the card
 `adapters/<kind>-default/README.md` from the training log and the results-table runs, and
@@ -203,6 +203,8 @@ def card(kind: str, config_path: Path, config: dict, train: dict, size: int, voc
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    parser.add_argument("--recipes", default="train/drafters/cpu",
+                        help="folder of the <kind>.json recipes that trained the drafters (their output_dir, cards)")
     parser.add_argument("--runs", default=None,
                         help="folder holding <kind>/drafter (default: each recipe's output_dir)")
     parser.add_argument("--greedy", help="summary.json of the greedy results-table run")
@@ -221,14 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     heldout = json.loads(Path(args.heldout).read_text()) if args.heldout else None
     indist = json.loads(Path(args.indist).read_text()) if args.indist else None
     for kind in args.kinds:  # every run is checked before anything shipped is replaced
-        config_path = ROOT / "train" / "drafters" / "cpu" / f"{kind}.json"
+        config_path = ROOT / args.recipes / f"{kind}.json"
         run_dir = Path(args.runs) / kind if args.runs else ROOT / json.loads(config_path.read_text())["output_dir"]
         missing = [name for name in ("drafter/model.safetensors", "drafter/config.json", "metrics.jsonl")
                    if not (run_dir / name).is_file()]
         if missing:
             parser.error(f"{kind}: {run_dir} lacks {', '.join(missing)} (train it with {config_path.relative_to(ROOT)})")
     for kind in args.kinds:
-        config_path = ROOT / "train" / "drafters" / "cpu" / f"{kind}.json"
+        config_path = ROOT / args.recipes / f"{kind}.json"
         config = json.loads(config_path.read_text())
         run_dir = Path(args.runs) / kind if args.runs else ROOT / config["output_dir"]
         shape = {"tree": args.tree, "depth": args.depth}

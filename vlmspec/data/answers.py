@@ -436,7 +436,7 @@ def _shape_sentence(sh: ShapeSpec, rng: random.Random, first: bool) -> str:
     ]
     if not first:
         t += [f"Next, {_a(what)} appears {where}.", f"Also, {_a(what)} is {where}.", f"Then comes {_a(what)}, {where}."]
-    return _keyed(rng, t, (sh.color, first))
+    return _keyed(rng, t, (sh.color, sh.kind, first))
 
 
 _KIND_NOTES = {  # true of every shape of the kind; no other kind is named (fact_check counts kinds)
@@ -518,14 +518,14 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
     ordered, how = _order(shapes, rng)
     body = [_shape_sentence(s, rng, i == 0) for i, s in enumerate(ordered)]
     for i, s in enumerate(ordered[:3]):  # what the shapes look like, as a real describer adds
-        if rng.random() < (0.9 if n == 1 else 0.45):
+        if rng.random() < (0.35 if n == 1 else 0.15):  # rare: the same note for every shape of a kind
             body[i] += " " + _kind_note(s, rng)
     if how and n > 2 and rng.random() < 0.5:
         body[0] = rng.choice((f"Listing them {how}: ", f"Going {how}, ", f"Taking them {how}: ")) + body[0][0].lower() + body[0][1:]
     extra = []
     if n == 1:
         sh = shapes[0]
-        pose = _pose(sh, rng)
+        pose = _pose(sh, rng) if rng.random() < 0.4 else ""
         if pose:
             extra.append(pose)
         extra.append(rng.choice((
@@ -560,14 +560,14 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
         "The shapes are drawn in a simple, flat style.", "There is nothing else in the picture.",
         "It is a simple, tidy composition.", "No text or numbers appear in the image.",
     ), (ordered[-1].kind, ordered[-1].color) if ordered else n)
-    if n == 1:
+    if n == 1 and rng.random() < 0.4:
         closing = " ".join(x for x in (closing, _keyed(rng, (
             "The rest of the image is empty.", "Apart from it, the image is blank.",
             "There is plenty of empty space around it.", "Nothing else is drawn around it."), shapes[0].kind)) if x)
     if scene.background == "photo":
         closing = rng.choice(("Behind the shapes, the photograph's own details are hard to make out.",
                               "The photo underneath is only a backdrop; its details are not clear."))
-    bg_note = _background_note(scene, rng) if rng.random() < 0.6 else ""
+    bg_note = _background_note(scene, rng) if rng.random() < 0.25 else ""
     if bg_note:
         extra.append(bg_note)
     parts = [opening] + body + extra + ([closing] if closing else [])
@@ -789,7 +789,8 @@ def _text_answer(scene: Scene, style: str, rng: random.Random) -> str:
         s += rng.sample(("There are no shapes or other objects in the image.", "Apart from the text, the image is empty.",
                          f"The {col} text stands out clearly against the background.",
                          "The letters are large, bold and easy to read.",
-                         f"Nothing else competes for attention, so the {kind} is the whole point of the picture."), 2)
+                         f"Nothing else competes for attention, so the {kind} is the whole point of the picture."),
+                        rng.choice((0, 1, 1)))
         if rng.random() < 0.3:
             s = [s[0]] + rng.sample(s[1:], len(s) - 1)
         return " ".join(s)
