@@ -465,7 +465,7 @@ def _background_note(scene: Scene, rng: random.Random) -> str:
     feel = {"gradient": "shades softly from one tone to another", "noise": "has a fine, grainy texture"}.get(
         texture, "is a single even colour")
     return _keyed(rng, (f"The {scene.background} background {feel}.", f"Behind everything, the background {feel}.",
-                        f"The backdrop, {scene.background}, {feel}."), scene.shapes[0].color if scene.shapes else "")
+                        f"The backdrop, {scene.background}, {feel}."), scene.shapes[0].color)
 
 
 _SYMMETRY = {"square": 90.0, "triangle": 120.0, "hexagon": 60.0, "star": 72.0}
@@ -539,7 +539,7 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
             f"The {_colour_word(rng)}s used are {_join(sorted(s.color for s in shapes))}, one per shape.",
             f"Each shape has its own {_colour_word(rng)}, so no two share one.",
             f"Altogether that makes {_num(n)} shapes: {_join([_a(s.kind) for s in ordered])}.",
-        ), ordered[0].color if ordered else n))
+        ), ordered[0].color))
     sizes = {s.size for s in shapes}
     if n > 1 and len(sizes) == 1 and rng.random() < 0.6:
         extra.append(f"All of them are {shapes[0].size} in size.")
@@ -559,7 +559,7 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
         "", "The shapes are filled with solid colour" + (", each with an outline." if outlined else " and have no outlines."),
         "The shapes are drawn in a simple, flat style.", "There is nothing else in the picture.",
         "It is a simple, tidy composition.", "No text or numbers appear in the image.",
-    ), (ordered[-1].kind, ordered[-1].color) if ordered else n)
+    ), (ordered[-1].kind, ordered[-1].color))
     if n == 1 and rng.random() < 0.4:
         closing = " ".join(x for x in (closing, _keyed(rng, (
             "The rest of the image is empty.", "Apart from it, the image is blank.",

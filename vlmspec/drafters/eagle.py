@@ -329,9 +329,7 @@ class EagleDrafter(nn.Module, Drafter):
             )
         saved_print = meta.get("target_fingerprint") or {}
         actual = target_fingerprint(target)
-        differences = fingerprint_mismatch(saved_print, actual)
-        if warm_start:
-            differences = [d for d in differences if not d.startswith("layer_probe: the target's decoder weights")]
+        differences = fingerprint_mismatch(saved_print, actual, same_fine_tune=not warm_start)
         if differences:
             raise DrafterMismatchError(
                 f"The EAGLE drafter in {directory} was trained for another target ({'; '.join(differences)}). "

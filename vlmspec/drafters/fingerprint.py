@@ -94,10 +94,11 @@ def _same_weights_other_dtype(saved: dict, actual: dict) -> bool:
     return _probes_agree(saved.get("embed_probe"), actual.get("embed_probe"), same_dtype=False)
 
 
-def fingerprint_mismatch(saved: dict, actual: dict) -> list[str]:
+def fingerprint_mismatch(saved: dict, actual: dict, *, same_fine_tune: bool = True) -> list[str]:
     """'field: drafter X vs target Y' for every fingerprint field that differs. The embedding's
     byte hash may differ when only the dtype does (a float32-trained drafter on a bf16 target):
-    then the probed values decide."""
+    then the probed values decide. ``same_fine_tune=False`` (a training warm start) accepts
+    another fine-tune of the same base: the decoder-layer probe is not compared."""
     out = []
     for key in actual:
         if key in _PROBE_KEYS or saved.get(key) == actual[key]:
@@ -105,7 +106,7 @@ def fingerprint_mismatch(saved: dict, actual: dict) -> list[str]:
         if key == "embed_sha256" and _same_weights_other_dtype(saved, actual):
             continue
         out.append(f"{key}: drafter {saved.get(key)!r} vs target {actual[key]!r}")
-    if actual.get("layer_probe") and not out:  # same base model: is it the same fine-tune of it?
+    if same_fine_tune and actual.get("layer_probe") and not out:  # same base model: the same fine-tune of it?
         same_dtype = saved.get("embed_dtype", "float32") == actual.get("embed_dtype")
         if not saved.get("layer_probe"):
             out.append("layer_probe: the drafter's config has none (saved by an older vlmspec), so it cannot tell "
