@@ -17,6 +17,7 @@ from vlmspec.data.answers import (
     fact_check,
     follow_ups,
     normalize_prompt,
+    quick_question,
     sample_dialogue,
 )
 from vlmspec.data.synthetic import Scene
@@ -121,9 +122,26 @@ def test_sample_dialogue_uses_the_right_prompt_set():
     for scene in SCENES[:100]:
         d = sample_dialogue(scene, rng)
         h = sample_dialogue(scene, rng, heldout=True)
-        assert d[0][0] in train and h[0][0] in held
+        quick = scene.kind == "shapes" and len(d) == 1 and len(d[0][1].split()) <= 16
+        assert (d[0][0] in train or quick) and d[0][0] not in held and h[0][0] in held
         lengths.add(len(d))
     assert lengths == {1, 2, 3}
+
+
+def test_quick_questions_get_short_true_answers():
+    held = {normalize_prompt(p) for ps in HELDOUT_PROMPTS.values() for p in ps}
+    checked = {"what shape is in the image", "what color is the circle"}  # check.py's matplotlib wordings
+    rng = random.Random(4)
+    shapes = [s for s in SCENES if s.kind == "shapes"][:80]
+    for scene in shapes:
+        q, a = quick_question(scene, rng)
+        assert normalize_prompt(q) not in held | checked
+        assert len(a.split()) <= 16, a
+        facts = fact_check(a, scene)
+        assert facts["mentions"] > 0 or any(sh.color in a.lower() for sh in scene.shapes), a
+        assert facts["right"] == facts["mentions"], (q, a)
+    firsts = [sample_dialogue(s, random.Random(i))[0][0] for i, s in enumerate(shapes)]
+    assert 0 < sum(f not in {p for ps in TRAIN_PROMPTS_WIDE.values() for p in ps} for f in firsts) < len(firsts) // 3
 
 
 def test_fact_check_catches_a_wrong_colour():

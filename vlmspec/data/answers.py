@@ -514,11 +514,15 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
         f"I can see {_num(n)} {noun} here, set on {bg}.",
         f"{_cap(_num(n))} simple {noun} {'is' if n == 1 else 'are'} drawn on {bg}.",
         f"Here we have {bg} with {_num(n)} {noun} on it.",
-    ), (scene.background, n))
+        f"{_cap(bg)} holds {_num(n)} {noun}.",
+        f"There {'is' if n == 1 else 'are'} {_num(n)} {noun} in this picture, all on {bg}.",
+        f"What I see is {bg} and {_num(n)} {noun} drawn over it.",
+        f"The picture is made of {bg} and {_num(n)} coloured {noun}.",
+    ), (scene.background, n, shapes[0].color), p=0.9)
     ordered, how = _order(shapes, rng)
     body = [_shape_sentence(s, rng, i == 0) for i, s in enumerate(ordered)]
     for i, s in enumerate(ordered[:3]):  # what the shapes look like, as a real describer adds
-        if rng.random() < (0.35 if n == 1 else 0.15):  # rare: the same note for every shape of a kind
+        if rng.random() < (0.2 if n == 1 else 0.08):  # rare: the same note for every shape of a kind
             body[i] += " " + _kind_note(s, rng)
     if how and n > 2 and rng.random() < 0.5:
         body[0] = rng.choice((f"Listing them {how}: ", f"Going {how}, ", f"Taking them {how}: ")) + body[0][0].lower() + body[0][1:]
@@ -528,12 +532,14 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
         pose = _pose(sh, rng) if rng.random() < 0.4 else ""
         if pose:
             extra.append(pose)
-        extra.append(rng.choice((
+        extra.append(_keyed(rng, (
             f"It is {'quite big' if sh.size == 'large' else 'fairly small' if sh.size == 'small' else 'of medium size'}"
             f" and filled with a single {_colour_word(rng)}.",
             f"The {sh.kind} is the only thing drawn, a {sh.size} {sh.color} one.",
             f"Its {_colour_word(rng)} is {sh.color}, and it is {sh.size} compared with the frame.",
-        )))
+            f"This {sh.color} {sh.kind} is the one and only object.",
+            f"Being {sh.size}, the {sh.kind} takes up {'much' if sh.size == 'large' else 'little' if sh.size == 'small' else 'a fair part'} of the frame.",
+        ), (sh.color, sh.size)))
     if n > 1 and rng.random() < 0.85:
         extra.append(_keyed(rng, (
             f"The {_colour_word(rng)}s used are {_join(sorted(s.color for s in shapes))}, one per shape.",
@@ -555,19 +561,18 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
         elif all(q > 1.4 for q, _, _ in pairs):
             extra.append(rng.choice(("None of the shapes overlap.", "The shapes are spread out and do not touch.")))
     outlined = getattr(scene, "outline", False)
-    closing = _keyed(rng, (
-        "", "The shapes are filled with solid colour" + (", each with an outline." if outlined else " and have no outlines."),
-        "The shapes are drawn in a simple, flat style.", "There is nothing else in the picture.",
-        "It is a simple, tidy composition.", "No text or numbers appear in the image.",
+    closing = "" if rng.random() < 0.5 else _keyed(rng, (
+        "", "", ("Every shape is" if n > 1 else "The shape is") + (" drawn with an outline." if outlined else " drawn without an outline."),
+        "There is nothing else in the picture.", "No text or numbers appear in the image.",
     ), (ordered[-1].kind, ordered[-1].color))
-    if n == 1 and rng.random() < 0.4:
+    if n == 1 and rng.random() < 0.25:
         closing = " ".join(x for x in (closing, _keyed(rng, (
             "The rest of the image is empty.", "Apart from it, the image is blank.",
             "There is plenty of empty space around it.", "Nothing else is drawn around it."), shapes[0].kind)) if x)
     if scene.background == "photo":
         closing = rng.choice(("Behind the shapes, the photograph's own details are hard to make out.",
                               "The photo underneath is only a backdrop; its details are not clear."))
-    bg_note = _background_note(scene, rng) if rng.random() < 0.25 else ""
+    bg_note = _background_note(scene, rng) if rng.random() < 0.15 else ""
     if bg_note:
         extra.append(bg_note)
     parts = [opening] + body + extra + ([closing] if closing else [])
@@ -778,7 +783,9 @@ def _text_answer(scene: Scene, style: str, rng: random.Random) -> str:
             f"This picture contains {thing} in bold {col} text.",
             f"{_cap(thing)} is printed in {col} on {bg}.",
             f"All there is here is {thing}, in {col}.",
-        ), col)]
+            f"Written {where}, in {col}, is {thing}.",
+            f"The only content is {thing}, set in {col} type.",
+        ), (col, t.is_number))]
         s.append(_keyed(rng, (f"It is placed {where}.", f"The text sits {where}, centred horizontally.",
                               f"You'll find it {where}."), t.cell))
         if t.is_number:
@@ -851,17 +858,23 @@ def _chart_answer(scene: Scene, style: str, rng: random.Random) -> str:
     vals = [f"{lab} is {v}" for lab, v in zip(c.labels, c.values)]
     kind_txt = "bar chart" if c.chart == "bar" else rng.choice(("line chart", "line graph"))
     if style in ("chart", "describe"):
-        s = [rng.choice((
+        s = [_keyed(rng, (
             f"This is a {kind_txt} with {_num(n)} {unit}s drawn in {c.color}.",
             f"The image shows a simple {kind_txt} on {_background(scene, rng)}, with {_num(n)} labelled {unit}s.",
             f"It is a {c.color} {kind_txt} showing {_num(n)} values.",
-        ))]
-        s.append(rng.choice((f"The labels run {_join(c.labels)} from left to right.",
-                             f"Along the bottom the {unit}s are labelled {_join(c.labels)}.")))
-        s.append(rng.choice((f"The values are: {_join(vals)}.", f"Reading each label, {_join(vals)}.",
-                             f"Its values: " + ", ".join(f"{lab} = {v}" for lab, v in zip(c.labels, c.values)) + ".")))
-        s.append(rng.choice((f"The highest value is {hi_v} at {hi}, and the lowest is {low_txt}.",
-                             f"{hi} is the peak with {hi_v}; the minimum is {low_txt}.")))
+            f"Here is a small {kind_txt}: {_num(n)} {c.color} {unit}s.",
+            f"The picture is a {kind_txt}, plotted in {c.color}.",
+        ), (c.color, c.chart))]
+        s.append(_keyed(rng, (f"The labels run {_join(c.labels)} from left to right.",
+                              f"Along the bottom the {unit}s are labelled {_join(c.labels)}.",
+                              f"Its categories are {_join(c.labels)}.",
+                              f"Each {unit} has a letter, {_join(c.labels)}."), (n, hi)))
+        s.append(_keyed(rng, (f"The values are: {_join(vals)}.", f"Reading each label, {_join(vals)}.",
+                              f"Its values: " + ", ".join(f"{lab} = {v}" for lab, v in zip(c.labels, c.values)) + "."),
+                        c.values[0]))
+        s.append(_keyed(rng, (f"The highest value is {hi_v} at {hi}, and the lowest is {low_txt}.",
+                              f"{hi} is the peak with {hi_v}; the minimum is {low_txt}.",
+                              f"At {hi_v}, {hi} tops the chart, while {low_txt} sits lowest."), hi_v))
         if c.chart == "line" or rng.random() < 0.5:
             s.append(_cap(_trend(c.labels, c.values, rng)) + ".")
         if style == "describe" and rng.random() < 0.5:
@@ -972,12 +985,37 @@ def follow_ups(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
     return rng.sample(cands, min(k, len(cands)))
 
 
+_QUICK_SHAPE_QUESTIONS = ("What shape do you see?", "Which shape is drawn here?", "What kind of shape is this?",
+                          "What shape is shown?", "What's the shape in this picture?", "Name the shape you see.")
+
+
+def quick_question(scene: Scene, rng: random.Random) -> tuple[str, str]:
+    """A plain short question about a shapes scene, with no answer-format hint, and its short
+    answer (a user asking "what shape?" wants a word or one sentence, not a description)."""
+    shapes = scene.shapes
+    s = rng.choice(shapes)
+    if rng.random() < 0.5:
+        q = rng.choice((f"Which colour is the {s.kind}?", f"What colour does the {s.kind} have?",
+                        f"The {s.kind} is what colour?"))
+        same = [x for x in shapes if x.kind == s.kind]
+        if len(same) > 1:
+            return q, f"There are {_num(len(same))} {s.kind}s: {_join([x.color for x in same])}."
+        return q, rng.choice((f"{_cap(s.color)}.", f"It is {s.color}.", f"The {s.kind} is {s.color}."))
+    q = rng.choice(_QUICK_SHAPE_QUESTIONS)
+    if len(shapes) == 1:
+        return q, rng.choice((f"A {s.kind}.", f"It is a {s.kind}.", f"{_cap(_a(f'{s.color} {s.kind}'))}.",
+                              f"I see one {s.kind}, coloured {s.color}."))
+    return q, f"There are {_num(len(shapes))} shapes: {_join([_a(x.kind) for x in shapes])}."
+
+
 def sample_dialogue(scene: Scene, rng: random.Random, heldout: bool = False,
                     style: str | None = None) -> list[tuple[str, str]]:
     """A chat: one (prompt, answer) turn of ``style`` (random when None), then with p~0.3 one or
     two follow-ups."""
     prompts = HELDOUT_PROMPTS if heldout else TRAIN_PROMPTS_WIDE
     if style is None:
+        if scene.kind == "shapes" and not heldout and rng.random() < 0.12:
+            return [quick_question(scene, rng)]
         style = rng.choice(sorted(prompts))
     elif style not in prompts:
         raise ValueError(f"style must be one of {sorted(prompts)}, got {style!r}")
