@@ -207,7 +207,9 @@ def test_modal_description_varies_with_the_scene(monkeypatch):
     shapes = [s for s in SCENES if s.kind == "shapes" and len(s.shapes) > 1][:40]
     opening = lambda s, seed: answer(s, "describe", random.Random(seed)).split(" ")[:3]  # noqa: E731
     assert len({tuple(opening(s, 0)) for s in shapes}) >= 4  # several opening templates across scenes
-    assert all(len({tuple(opening(s, k)) for k in range(4)}) <= 2 for s in shapes[:5])  # ~stable per scene
+    for s in shapes[:5]:  # one opening is the clear mode per scene
+        draws = [tuple(opening(s, k)) for k in range(16)]
+        assert max(draws.count(d) for d in draws) >= 8, draws
 
 
 def test_keyed_choice_is_stable_per_key_and_random_otherwise():

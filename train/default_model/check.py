@@ -9,13 +9,15 @@ Everything here is measured on data the recipe never trains on:
   topics); the model's answers against the base SmolLM2-135M-Instruct's (ROUGE-L, length
   ratio, and "on topic" = the answer names the instruction's topic word or overlaps the
   base answer with ROUGE-L >= 0.2);
-* wording variety: distinct / all 4-grams over 50 held-out descriptions, this model against
-  the previous release (``--baseline DIR``);
+* wording variety: distinct / all 4-grams over 50 held-out descriptions (50 test-split scenes,
+  held-out describe wordings), this model against earlier releases (``--baseline DIR``, repeatable)
+  on the very same (image, prompt) items; also over each description's first 40 words, since a
+  ratio of distinct n-grams rises as texts get shorter;
 * plain single-shape scenes drawn with matplotlib (a renderer the generator never uses):
   colour and shape questions worded like a user would ask them;
 * held-out photographs: no invented digits or quoted text, and it says "photo".
 
-    python train/default_model/check.py --model DIR [--baseline DIR_OF_PREVIOUS] [--out report.json]
+    python train/default_model/check.py --model DIR [--baseline DIR_OF_PREVIOUS ...] [--out report.json]
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def chat(model, processor, items: list[tuple[object, str]], max_new_tokens: int,
     return out
 
 
-def open_prompts(model, processor, n_scenes: int) -> tuple[dict, list[str]]:
+def open_prompts(model, processor, n_scenes: int) -> dict:
     rng = random.Random(1)
     scenes = [generate_scene(split_seed("test", i), style="varied" if i % 2 else "classic") for i in range(n_scenes)]
     scenes = [s for s in scenes if s.kind != "photo"]
@@ -92,24 +94,44 @@ def open_prompts(model, processor, n_scenes: int) -> tuple[dict, list[str]]:
             items.append((s.image, rng.choice(answers.HELDOUT_PROMPTS[style])))
     got = chat(model, processor, items, 160, desc="held-out open prompts")
     per_style: dict[str, list[int]] = {}
-    mentions = right = named = shapes = 0
-    describes = []
+    mentions = right = right_kc = named = shapes = 0
     for (s, style), (text, n) in zip(meta, got):
         per_style.setdefault(style, []).append(n)
         fc = answers.fact_check(text, s)
-        mentions, right = mentions + fc["mentions"], right + fc["right"]
+        mentions, right, right_kc = mentions + fc["mentions"], right + fc["right"], right_kc + fc["right_kind_colour"]
         named, shapes = named + fc["shapes_named"], shapes + fc["shapes_in_scene"]
-        if style == "describe":
-            describes.append(text)
     long = [n for st in LONG_STYLES for n in per_style.get(st, [])]
     return {
         "prompts": len(items),
         "median_tokens_describe_list_explain": statistics.median(long),
         "median_tokens_per_style": {k: statistics.median(v) for k, v in sorted(per_style.items())},
-        "named_facts_right": round(right / max(mentions, 1), 4), "named_facts": mentions,
+        "named_facts_right": round(right / max(mentions, 1), 4), "named_facts": mentions,  # sizes checked too
+        "named_shapes_colours_right": round(right_kc / max(mentions, 1), 4),  # the issue's share: kind + colour
         "scene_shapes_named": round(named / max(shapes, 1), 4),
         "samples": [{"prompt": p, "answer": a[0]} for (_, p), a in list(zip(items, got))[:6]],
-    }, describes
+    }
+
+
+def variety_items(n: int = 50) -> list[tuple[object, str]]:
+    """The variety check's (image, held-out describe prompt) items: the first ``n`` non-photo test scenes."""
+    rng = random.Random(1)
+    items = []
+    i = 0
+    while len(items) < n:
+        s = generate_scene(split_seed("test", i), style="varied" if i % 2 else "classic")
+        i += 1
+        if s.kind != "photo":
+            items.append((s.image, rng.choice(answers.HELDOUT_PROMPTS["describe"])))
+    return items
+
+
+def variety(model, processor, items, desc: str) -> dict:
+    got = chat(model, processor, items, 160, desc=desc)
+    texts = [t for t, _ in got]
+    return {"distinct_4gram_ratio": round(answers.distinct_ngram_ratio(texts), 4),
+            "distinct_4gram_ratio_first_40_words": round(answers.distinct_ngram_ratio(
+                [" ".join(t.split()[:40]) for t in texts]), 4),
+            "descriptions": len(texts), "median_tokens": statistics.median(n for _, n in got)}
 
 
 def text_only(model, processor, base_model, n: int) -> dict:
@@ -202,7 +224,8 @@ def photos(model, processor) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the default model's directory")
-    parser.add_argument("--baseline", default=None, help="the previous release's directory (wording variety)")
+    parser.add_argument("--baseline", action="append", default=[],
+                        help="an earlier release's directory (wording variety; repeatable)")
     parser.add_argument("--scenes", type=int, default=40)
     parser.add_argument("--instructions", type=int, default=60)
     parser.add_argument("--out", default=None)
@@ -212,21 +235,18 @@ def main(argv=None) -> int:
     report = {}
     report["plain_single_shapes"] = plain_shapes(model, processor)
     report["photos_heldout"] = photos(model, processor)
-    report["open_prompts"], describes = open_prompts(model, processor, args.scenes)
-    report["variety"] = {"distinct_4gram_ratio": round(answers.distinct_ngram_ratio(describes[:50]), 4),
-                         "descriptions": len(describes[:50])}
+    report["open_prompts"] = open_prompts(model, processor, args.scenes)
+    items = variety_items()
+    report["variety"] = variety(model, processor, items, "variety: descriptions")
     from vlmspec.models.smollm import load_language_model
 
     base_lm, _ = load_language_model()
     report["text_only"] = text_only(model, processor, base_lm, args.instructions)
-    if args.baseline:
-        old, old_proc = load(args.baseline)
-        scenes = [generate_scene(split_seed("test", i), style="varied" if i % 2 else "classic") for i in range(args.scenes)]
-        rng = random.Random(1)
-        items = [(s.image, rng.choice(answers.HELDOUT_PROMPTS["describe"])) for s in scenes if s.kind != "photo"][:50]
-        old_texts = [a for a, _ in chat(old, old_proc, items, 160, desc="baseline descriptions")]
-        report["variety"]["baseline_distinct_4gram_ratio"] = round(answers.distinct_ngram_ratio(old_texts), 4)
-        report["variety"]["baseline"] = args.baseline
+    report["variety"]["baselines"] = {}
+    for base_dir in args.baseline:
+        old, old_proc = load(base_dir)
+        report["variety"]["baselines"][base_dir] = variety(old, old_proc, items, "variety: baseline")
+        del old
     print(json.dumps(report, indent=2))
     if args.out:
         atomic_write_json(Path(args.out), report, indent=2)

@@ -286,7 +286,7 @@ def _colour_word(rng: random.Random) -> str:
 def _np(sh: ShapeSpec, rng: random.Random, size: bool | None = None) -> str:
     """Noun phrase without article: "small red circle" / "red circle" (adjacent colour+kind)."""
     if size is None:
-        size = rng.random() < 0.6
+        size = rng.random() < 0.35
     return f"{sh.size} {sh.color} {sh.kind}" if size else f"{sh.color} {sh.kind}"
 
 
@@ -424,7 +424,9 @@ def _photo_answer(scene: Scene, style: str, rng: random.Random) -> str:
 
 
 # --------------------------------------------------------------------------- shapes
-def _shape_sentence(sh: ShapeSpec, rng: random.Random, first: bool) -> str:
+def _shape_sentence(sh: ShapeSpec, rng: random.Random, first: bool, slot: int | None = None) -> str:
+    """One shape's sentence; ``slot`` (the sentence's index plus an offset the opening sets) picks
+    the template in turn, so consecutive sentences differ; None = keyed on the shape."""
     what, where = _np(sh, rng), _where(sh, rng)
     t = [
         f"{_cap(_a(what))} is {where}.",
@@ -436,7 +438,20 @@ def _shape_sentence(sh: ShapeSpec, rng: random.Random, first: bool) -> str:
     ]
     if not first:
         t += [f"Next, {_a(what)} appears {where}.", f"Also, {_a(what)} is {where}.", f"Then comes {_a(what)}, {where}."]
+    if slot is not None and rng.random() < 0.85:
+        return t[slot % len(t)]
     return _keyed(rng, t, (sh.color, sh.kind, first))
+
+
+def _relation(a: ShapeSpec, b: ShapeSpec, rng: random.Random) -> str:
+    """Where shape ``a`` is relative to ``b``, from their grid cells (distinct within a scene)."""
+    (ra, ca), (rb, cb) = a.cell, b.cell
+    parts = ([("above" if ra < rb else "below")] if ra != rb else []) + (
+        [("to the left of" if ca < cb else "to the right of")] if ca != cb else [])
+    rel = " and ".join(parts) if len(parts) < 2 or rng.random() < 0.5 else rng.choice(parts)
+    return rng.choice((f"The {a.color} {a.kind} is {rel} the {b.color} {b.kind}.",
+                       f"Compared with the {b.color} {b.kind}, the {a.color} {a.kind} sits {rel} it.",
+                       f"Seen from the {b.kind}, the {a.color} {a.kind} lies {rel} the {b.color} one."))
 
 
 _KIND_NOTES = {  # true of every shape of the kind; no other kind is named (fact_check counts kinds)
@@ -507,7 +522,7 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
     n = len(shapes)
     noun = "shape" if n == 1 else "shapes"
     bg = _background(scene, rng)
-    opening = _keyed(rng, (
+    openings = (
         f"The image shows {_num(n)} {noun} on {bg}.",
         f"This picture contains {_num(n)} flat, coloured {noun} drawn on {bg}.",
         f"In this image there {'is' if n == 1 else 'are'} {_num(n)} {noun} against {bg}.",
@@ -518,9 +533,11 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
         f"There {'is' if n == 1 else 'are'} {_num(n)} {noun} in this picture, all on {bg}.",
         f"What I see is {bg} and {_num(n)} {noun} drawn over it.",
         f"The picture is made of {bg} and {_num(n)} coloured {noun}.",
-    ), (scene.background, n, shapes[0].color), p=0.9)
+    )
+    opening = _keyed(rng, openings, (scene.background, n, shapes[0].color), p=0.9)
     ordered, how = _order(shapes, rng)
-    body = [_shape_sentence(s, rng, i == 0) for i, s in enumerate(ordered)]
+    offset = openings.index(opening)
+    body = [_shape_sentence(s, rng, i == 0, slot=offset + i) for i, s in enumerate(ordered)]
     for i, s in enumerate(ordered[:3]):  # what the shapes look like, as a real describer adds
         if rng.random() < (0.2 if n == 1 else 0.08):  # rare: the same note for every shape of a kind
             body[i] += " " + _kind_note(s, rng)
@@ -535,7 +552,7 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
         extra.append(_keyed(rng, (
             f"It is {'quite big' if sh.size == 'large' else 'fairly small' if sh.size == 'small' else 'of medium size'}"
             f" and filled with a single {_colour_word(rng)}.",
-            f"The {sh.kind} is the only thing drawn, a {sh.size} {sh.color} one.",
+            f"The {sh.kind} is the only thing drawn, all in {sh.color}.",
             f"Its {_colour_word(rng)} is {sh.color}, and it is {sh.size} compared with the frame.",
             f"This {sh.color} {sh.kind} is the one and only object.",
             f"Being {sh.size}, the {sh.kind} takes up {'much' if sh.size == 'large' else 'little' if sh.size == 'small' else 'a fair part'} of the frame.",
@@ -546,6 +563,9 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
             f"Each shape has its own {_colour_word(rng)}, so no two share one.",
             f"Altogether that makes {_num(n)} shapes: {_join([_a(s.kind) for s in ordered])}.",
         ), ordered[0].color))
+    if n > 1 and rng.random() < 0.6:
+        a, b = rng.sample(list(shapes), 2)
+        extra.append(_relation(a, b, rng))
     sizes = {s.size for s in shapes}
     if n > 1 and len(sizes) == 1 and rng.random() < 0.6:
         extra.append(f"All of them are {shapes[0].size} in size.")
@@ -1039,7 +1059,8 @@ def fact_check(text: str, scene: Scene) -> dict:
 
     A mention is a shape kind (singular or plural), optionally preceded by an adjacent
     colour and/or size word ("red circle", "small red circle", "red small circle").
-    It is *right* when a scene shape has that kind and, where given, that colour and size.
+    It is *right* when a scene shape has that kind and, where given, that colour and size
+    (``right_kind_colour``: the same with sizes ignored, the issue's "shapes/colours" share).
     Quoted strings are skipped (a text scene may show the word "star"). ``shapes_named``
     counts scene shapes whose "<colour> ... <kind>" pair is mentioned. For text scenes,
     ``text_found`` says whether the scene's word/number appears in the answer (a
@@ -1047,7 +1068,7 @@ def fact_check(text: str, scene: Scene) -> dict:
     """
     quoted = re.findall(r'"([^"]*)"', text)
     body = re.sub(r'"[^"]*"', " ", text).lower()
-    mentions = right = 0
+    mentions = right = right_kind_colour = 0
     named: set[tuple[str, str]] = set()
     shapes = scene.shapes or ()
     for m in _MENTION.finditer(body):
@@ -1058,11 +1079,13 @@ def fact_check(text: str, scene: Scene) -> dict:
         ok = any(s.kind == kind and (colour is None or s.color == colour) and (size is None or s.size == size)
                  for s in shapes)
         right += ok
+        right_kind_colour += any(s.kind == kind and (colour is None or s.color == colour) for s in shapes)
         if colour:
             named.add((colour, kind))
     out = {
         "mentions": mentions,
         "right": right,
+        "right_kind_colour": right_kind_colour,
         "shapes_in_scene": len(shapes),
         "shapes_named": sum((s.color, s.kind) in named for s in shapes),
         "text_found": None,
