@@ -279,6 +279,13 @@ def _keyed(rng: random.Random, options: Sequence[str], key: object, p: float = 0
     return rng.choice(options)
 
 
+def _in_turn(rng: random.Random, options: Sequence[str], slot: int, p: float = 0.85) -> str:
+    """Pick ``options[slot % len]`` with probability ``p``, else any: ``slot`` = an offset the
+    answer's opening fixed plus the sentence's index, so every sentence after the opening follows
+    what the model has already written, and consecutive sentences take different templates."""
+    return options[slot % len(options)] if rng.random() < p else rng.choice(options)
+
+
 def _colour_word(rng: random.Random) -> str:
     return rng.choice(("colour", "color"))
 
@@ -438,8 +445,8 @@ def _shape_sentence(sh: ShapeSpec, rng: random.Random, first: bool, slot: int | 
     ]
     if not first:
         t += [f"Next, {_a(what)} appears {where}.", f"Also, {_a(what)} is {where}.", f"Then comes {_a(what)}, {where}."]
-    if slot is not None and rng.random() < 0.85:
-        return t[slot % len(t)]
+    if slot is not None:
+        return _in_turn(rng, t, slot)
     return _keyed(rng, t, (sh.color, sh.kind, first))
 
 
@@ -549,14 +556,14 @@ def _describe_shapes(scene: Scene, rng: random.Random) -> str:
         pose = _pose(sh, rng) if rng.random() < 0.4 else ""
         if pose:
             extra.append(pose)
-        extra.append(_keyed(rng, (
+        extra.append(_in_turn(rng, (
             f"It is {'quite big' if sh.size == 'large' else 'fairly small' if sh.size == 'small' else 'of medium size'}"
             f" and filled with a single {_colour_word(rng)}.",
             f"The {sh.kind} is the only thing drawn, all in {sh.color}.",
             f"Its {_colour_word(rng)} is {sh.color}, and it is {sh.size} compared with the frame.",
             f"This {sh.color} {sh.kind} is the one and only object.",
             f"Being {sh.size}, the {sh.kind} takes up {'much' if sh.size == 'large' else 'little' if sh.size == 'small' else 'a fair part'} of the frame.",
-        ), (sh.color, sh.size)))
+        ), offset + 2))
     if n > 1 and rng.random() < 0.85:
         extra.append(_keyed(rng, (
             f"The {_colour_word(rng)}s used are {_join(sorted(s.color for s in shapes))}, one per shape.",
@@ -845,7 +852,7 @@ def _text_answer(scene: Scene, style: str, rng: random.Random) -> str:
 
 
 # --------------------------------------------------------------------------- charts
-def _trend(labels: Sequence[str], values: Sequence[int], rng: random.Random) -> str:
+def _trend(labels: Sequence[str], values: Sequence[int], rng: random.Random, slot: int | None = None) -> str:
     """A true remark on the shape of the series (longest monotone run, start vs end)."""
     best = (0, 0, 0)  # (length, start, direction)
     i = 0
@@ -864,7 +871,10 @@ def _trend(labels: Sequence[str], values: Sequence[int], rng: random.Random) -> 
     first, last = values[0], values[-1]
     end = ("ends higher than it starts" if last > first else
            "ends lower than it starts" if last < first else "ends at the same value it starts with")
-    return f"the values {verb} from {a} to {b}, and the series {end}"
+    forms = (f"the values {verb} from {a} to {b}, and the series {end}",
+             f"from {a} to {b} the values {verb}; overall the series {end}",
+             f"looking from {a} to {b}, the values {verb}, and the series {end}")
+    return forms[0] if slot is None else _in_turn(rng, forms, slot)
 
 
 def _chart_answer(scene: Scene, style: str, rng: random.Random) -> str:
@@ -878,25 +888,27 @@ def _chart_answer(scene: Scene, style: str, rng: random.Random) -> str:
     vals = [f"{lab} is {v}" for lab, v in zip(c.labels, c.values)]
     kind_txt = "bar chart" if c.chart == "bar" else rng.choice(("line chart", "line graph"))
     if style in ("chart", "describe"):
-        s = [_keyed(rng, (
+        chart_openings = (
             f"This is a {kind_txt} with {_num(n)} {unit}s drawn in {c.color}.",
             f"The image shows a simple {kind_txt} on {_background(scene, rng)}, with {_num(n)} labelled {unit}s.",
             f"It is a {c.color} {kind_txt} showing {_num(n)} values.",
             f"Here is a small {kind_txt}: {_num(n)} {c.color} {unit}s.",
             f"The picture is a {kind_txt}, plotted in {c.color}.",
-        ), (c.color, c.chart))]
-        s.append(_keyed(rng, (f"The labels run {_join(c.labels)} from left to right.",
+        )
+        s = [_keyed(rng, chart_openings, (c.color, c.chart))]
+        off = chart_openings.index(s[0])
+        s.append(_in_turn(rng, (f"The labels run {_join(c.labels)} from left to right.",
                               f"Along the bottom the {unit}s are labelled {_join(c.labels)}.",
                               f"Its categories are {_join(c.labels)}.",
-                              f"Each {unit} has a letter, {_join(c.labels)}."), (n, hi)))
-        s.append(_keyed(rng, (f"The values are: {_join(vals)}.", f"Reading each label, {_join(vals)}.",
-                              f"Its values: " + ", ".join(f"{lab} = {v}" for lab, v in zip(c.labels, c.values)) + "."),
-                        c.values[0]))
-        s.append(_keyed(rng, (f"The highest value is {hi_v} at {hi}, and the lowest is {low_txt}.",
-                              f"{hi} is the peak with {hi_v}; the minimum is {low_txt}.",
-                              f"At {hi_v}, {hi} tops the chart, while {low_txt} sits lowest."), hi_v))
+                              f"Each {unit} has a letter, {_join(c.labels)}."), off))
+        s.append(_in_turn(rng, (f"The values are: {_join(vals)}.", f"Reading each label, {_join(vals)}.",
+                                f"Its values: " + ", ".join(f"{lab} = {v}" for lab, v in zip(c.labels, c.values)) + "."),
+                          off + 1))
+        s.append(_in_turn(rng, (f"The highest value is {hi_v} at {hi}, and the lowest is {low_txt}.",
+                                f"{hi} is the peak with {hi_v}; the minimum is {low_txt}.",
+                                f"At {hi_v}, {hi} tops the chart, while {low_txt} sits lowest."), off + 2))
         if c.chart == "line" or rng.random() < 0.5:
-            s.append(_cap(_trend(c.labels, c.values, rng)) + ".")
+            s.append(_cap(_trend(c.labels, c.values, rng, slot=off + 3)) + ".")
         if style == "describe" and rng.random() < 0.5:
             s.append(rng.choice(("Each value is written above its " + unit + ".",
                                  "There is no title, only the axes and the value labels.")))
