@@ -81,9 +81,14 @@ def chat(model, processor, items: list[tuple[object, str]], max_new_tokens: int,
     return out
 
 
+def heldout_scene(i: int):
+    """Test-split scene ``i``, classic and varied style alternating (what every check here reads)."""
+    return generate_scene(split_seed("test", i), style="varied" if i % 2 else "classic")
+
+
 def open_prompts(model, processor, n_scenes: int) -> dict:
     rng = random.Random(1)
-    scenes = [generate_scene(split_seed("test", i), style="varied" if i % 2 else "classic") for i in range(n_scenes)]
+    scenes = [heldout_scene(i) for i in range(n_scenes)]
     scenes = [s for s in scenes if s.kind != "photo"]
     items, meta = [], []
     for s in scenes:
@@ -118,7 +123,7 @@ def variety_items(n: int = 50) -> list[tuple[object, str]]:
     items = []
     i = 0
     while len(items) < n:
-        s = generate_scene(split_seed("test", i), style="varied" if i % 2 else "classic")
+        s = heldout_scene(i)
         i += 1
         if s.kind != "photo":
             items.append((s.image, rng.choice(answers.HELDOUT_PROMPTS["describe"])))

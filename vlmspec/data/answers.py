@@ -431,9 +431,9 @@ def _photo_answer(scene: Scene, style: str, rng: random.Random) -> str:
 
 
 # --------------------------------------------------------------------------- shapes
-def _shape_sentence(sh: ShapeSpec, rng: random.Random, first: bool, slot: int | None = None) -> str:
+def _shape_sentence(sh: ShapeSpec, rng: random.Random, first: bool, slot: int) -> str:
     """One shape's sentence; ``slot`` (the sentence's index plus an offset the opening sets) picks
-    the template in turn, so consecutive sentences differ; None = keyed on the shape."""
+    the template in turn, so consecutive sentences differ."""
     what, where = _np(sh, rng), _where(sh, rng)
     t = [
         f"{_cap(_a(what))} is {where}.",
@@ -445,9 +445,7 @@ def _shape_sentence(sh: ShapeSpec, rng: random.Random, first: bool, slot: int | 
     ]
     if not first:
         t += [f"Next, {_a(what)} appears {where}.", f"Also, {_a(what)} is {where}.", f"Then comes {_a(what)}, {where}."]
-    if slot is not None:
-        return _in_turn(rng, t, slot)
-    return _keyed(rng, t, (sh.color, sh.kind, first))
+    return _in_turn(rng, t, slot)
 
 
 def _relation(a: ShapeSpec, b: ShapeSpec, rng: random.Random) -> str:
@@ -1090,10 +1088,9 @@ def fact_check(text: str, scene: Scene) -> dict:
         colour = m.group("c1") or m.group("c2")
         size = m.group("s1") or m.group("s2")
         mentions += 1
-        ok = any(s.kind == kind and (colour is None or s.color == colour) and (size is None or s.size == size)
-                 for s in shapes)
-        right += ok
-        right_kind_colour += any(s.kind == kind and (colour is None or s.color == colour) for s in shapes)
+        same = [s for s in shapes if s.kind == kind and (colour is None or s.color == colour)]
+        right_kind_colour += bool(same)
+        right += any(size is None or s.size == size for s in same)
         if colour:
             named.add((colour, kind))
     out = {
